@@ -1,0 +1,16 @@
+# Runtime shared by every equiseg-mm config (mmseg's default runtime plus the plugin import).
+default_scope = 'mmseg'
+custom_imports = dict(imports=['equiseg_mm'], allow_failed_imports=False)
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    # 'nccl' on GPUs; tools/train.py switches to 'gloo' when CUDA is unavailable.
+    dist_cfg=dict(backend='nccl'),
+)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0)

@@ -1,0 +1,46 @@
+"""Test a checkpoint (mmseg's argument surface). With an equiseg config this also runs the
+missing-modality robustness evaluation and writes the report to the work dir.
+
+    python tools/test.py configs/equiseg/<config>.py <checkpoint> [--work-dir DIR]
+        [--cfg-options k=v ...] [--out DIR] [--show-dir DIR] [--launcher pytorch]
+"""
+import argparse
+import os
+import os.path as osp
+
+import equiseg_mm  # noqa: F401
+from equiseg_mm.apis import common_arguments, prepare_config, runner_from_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a segmentor (equiseg-mm)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='directory to save the predicted label maps')
+    parser.add_argument('--show-dir', help='directory to save painted predictions')
+    common_arguments(parser)
+    args = parser.parse_args()
+    os.environ['LOCAL_RANK'] = os.environ.get('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
+    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        vis = cfg.default_hooks.setdefault('visualization', dict(type='SegVisualizationHook'))
+        vis.update(draw=True, interval=1)
+        cfg.visualizer['save_dir'] = args.show_dir
+    if args.out:
+        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) \
+            else list(cfg.test_evaluator)
+        cfg.test_evaluator[0]['output_dir'] = args.out
+        cfg.test_evaluator[0]['keep_results'] = True
+    runner_from_config(cfg).test()
+
+
+if __name__ == '__main__':
+    main()

@@ -35,10 +35,12 @@ def main():
         vis.update(draw=True, interval=1)
         cfg.visualizer['save_dir'] = args.show_dir
     if args.out:
-        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) \
-            else list(cfg.test_evaluator)
-        cfg.test_evaluator[0]['output_dir'] = args.out
-        cfg.test_evaluator[0]['keep_results'] = True
+        # mmseg's IoUMetric writes the predicted label maps; the balance metric keeps only
+        # histograms, so it runs beside it.
+        evaluators = cfg.test_evaluator
+        evaluators = [evaluators] if isinstance(evaluators, dict) else list(evaluators)
+        evaluators.append(dict(type='IoUMetric', iou_metrics=['mIoU'], output_dir=args.out))
+        cfg.test_evaluator = evaluators
     runner_from_config(cfg).test()
 
 

@@ -14,3 +14,5 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0)
+# Stop at the first NaN/Inf loss, before a broken checkpoint is saved (equiseg_mm/engine).
+custom_hooks = [dict(type='FiniteLossHook')]

@@ -1,1 +1,3 @@
-__all__ = []
+from .metrics import ModalityBalanceMetric
+
+__all__ = ['ModalityBalanceMetric']

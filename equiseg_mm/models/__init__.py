@@ -1,1 +1,9 @@
-__all__ = []
+from .backbones import MultiModalMiT, convert_segformer_mit_keys, use_fast_attention
+from .data_preprocessor import MultiModalSegDataPreProcessor
+from .heads import SGMHead
+from .necks import CMTBNeck
+
+__all__ = [
+    'CMTBNeck', 'MultiModalMiT', 'MultiModalSegDataPreProcessor', 'SGMHead',
+    'convert_segformer_mit_keys', 'use_fast_attention'
+]

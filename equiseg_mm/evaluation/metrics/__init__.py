@@ -1,1 +1,3 @@
-__all__ = []
+from .modality_balance_metric import ModalityBalanceMetric
+
+__all__ = ['ModalityBalanceMetric']

@@ -1,1 +1,3 @@
-__all__ = []
+from .multi_modal_mit import MultiModalMiT, convert_segformer_mit_keys, use_fast_attention
+
+__all__ = ['MultiModalMiT', 'convert_segformer_mit_keys', 'use_fast_attention']

@@ -1,1 +1,3 @@
-__all__ = []
+from .sgm_head import SGMHead
+
+__all__ = ['SGMHead']

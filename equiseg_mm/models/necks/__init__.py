@@ -1,1 +1,3 @@
-__all__ = []
+from .cmtb_neck import CMTBNeck
+
+__all__ = ['CMTBNeck']

@@ -1,0 +1,70 @@
+# EQUISeg with MiT-B0 branches: MultiModalMiT (one equal branch per modality) -> CMTBNeck (one
+# Cross-Modal Transformer Block per stage, every modality primary in turn, "Add" fusion) ->
+# mmseg's SegformerHead on the 4 fused maps, plus the training-only SGMHead on the neck's
+# per-modality stacks. Leaf configs that change `modalities` redefine the model fields using it.
+modalities = ['rgb', 'depth', 'event', 'lidar']
+modality_channels = [3, 3, 3, 3]
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(
+    type='MultiModalSegDataPreProcessor',
+    modalities=modalities,
+    channels=modality_channels,
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size=None)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        type='MultiModalMiT',
+        modalities=modalities,
+        in_channels=modality_channels,
+        embed_dims=32,
+        num_stages=4,
+        num_layers=[2, 2, 2, 2],
+        num_heads=[1, 2, 5, 8],
+        patch_sizes=[7, 3, 3, 3],
+        strides=[4, 2, 2, 2],
+        sr_ratios=[8, 4, 2, 1],
+        out_indices=(0, 1, 2, 3),
+        mlp_ratio=4,
+        qkv_bias=True,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.1,
+        fast_attention=True,
+        # ImageNet weights for every branch (official mit_b0.pth or mmseg-converted):
+        # init_cfg=dict(type='Pretrained', checkpoint='pretrain/mit_b0.pth'),
+    ),
+    neck=dict(
+        type='CMTBNeck',
+        in_channels=[32, 64, 160, 256],
+        num_heads=[1, 2, 5, 8],
+        sr_ratios=[8, 4, 2, 1],
+        pool_sizes=(3, 7, 11),
+        selection='sqh',
+        share_weights=True,
+        per_modality_out='fused'),
+    decode_head=dict(
+        type='SegformerHead',
+        in_channels=[32, 64, 160, 256],
+        in_index=[0, 1, 2, 3],
+        channels=256,
+        dropout_ratio=0.1,
+        num_classes=25,
+        norm_cfg=norm_cfg,
+        align_corners=False,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    auxiliary_head=dict(
+        type='SGMHead',
+        in_channels=[32, 64, 160, 256],
+        in_index=[4, 5, 6, 7],
+        num_classes=25,
+        temperature=0.1,
+        loss_weight=1.0,
+        pairing='derangement',
+        seed=None),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))

@@ -1,0 +1,258 @@
+"""Test loop that evaluates every modality subset, RMM and NM in one pass over the data."""
+import os.path as osp
+import time
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.evaluator import Evaluator
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.runner import TestLoop
+from mmengine.runner.amp import autocast
+from mmengine.runner.loops import _parse_losses, _update_losses
+from mmseg.registry import LOOPS
+from torch.utils.data import DataLoader
+
+from ..evaluation import ModalityBalanceMetric
+from ..utils import check_modalities, modality_subsets, subset_name
+
+_STATE = ('missing_modalities', 'missing_ratio', 'noise_density')
+
+
+class _Pass:
+    """One evaluation pass: the tags and the data preprocessor settings it runs with."""
+
+    def __init__(self, setting: str, subset: str, missing: Tuple[str, ...], ratio: float,
+                 noise: float) -> None:
+        self.setting, self.subset = setting, subset
+        self.state = dict(missing_modalities=missing, missing_ratio=ratio, noise_density=noise)
+
+
+def _check_fractions(values: Sequence[float], key: str) -> Tuple[float, ...]:
+    if isinstance(values, (str, int, float)):
+        values = [values]
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise ValueError(f'{key} must hold numbers in (0, 1], got {list(values)}')
+        out.append(float(v))
+    if len(set(out)) != len(out):
+        raise ValueError(f'{key} has repeated values: {out}')
+    return tuple(out)
+
+
+@LOOPS.register_module()
+class MissingModalityTestLoop(TestLoop):
+    """Test loop for the missing-modality (EMM, RMM) and noisy-modality (NM) protocols.
+
+    The dataloader is iterated **once**. Each batch goes through every pass in turn: the loop
+    sets the data preprocessor's ``missing_modalities``, ``missing_ratio`` and ``noise_density``,
+    calls ``model.test_step``, tags each output's metainfo with ``eval_setting`` and
+    ``eval_subset`` and hands it to the evaluator. The preprocessor's attributes are restored
+    after every batch, also when a pass raises. The passes per batch are:
+
+    - ``EMM``: every subset of ``subsets`` (the full set, tagged ``'full'``, first), missing
+      modalities zeroed entirely (``missing_ratio=1.0``);
+    - ``RMM@r`` for each ``r`` in ``rmm_ratios``: every proper subset, each element of the
+      missing modalities zeroed with probability ``r`` (``missing_ratio=r``);
+    - ``NM@d`` for each ``d`` in ``nm_densities``: the full set with salt-and-pepper noise of
+      density ``d`` on every modality (``noise_density=d``).
+
+    Only the clean full-set pass goes to every metric of the evaluator (a stock ``IoUMetric``
+    next to it reports the ordinary mIoU); the other passes go to the
+    :class:`~equiseg_mm.evaluation.ModalityBalanceMetric` instances only, at least one of which
+    the evaluator must hold. Hooks see one iteration per batch (mmengine's logger hook logs the
+    progress and the ETA); ``after_test_iter`` gets the clean full-set outputs. A metric with
+    ``out_dir=None`` and ``report=True`` writes its report into ``runner.log_dir``
+    (``work_dir/<timestamp>``).
+
+    Use it from a config run by ``tools/test.py``::
+
+        test_cfg = dict(type='MissingModalityTestLoop', rmm_ratios=(0.25, 0.5, 0.75),
+                        nm_densities=(0.05, 0.1, 0.2))
+        test_evaluator = dict(type='ModalityBalanceMetric')
+
+    Args:
+        runner (Runner): The runner.
+        dataloader (DataLoader | dict): The test dataloader or its config.
+        evaluator (Evaluator | dict | list): The evaluator or its config.
+        fp16 (bool): Whether to test under autocast. Defaults to False.
+        subsets (Sequence[Sequence[str]], optional): Modality subsets of the EMM passes, e.g.
+            ``[['rgb'], ['rgb', 'depth']]``. None means every non-empty subset of the data
+            preprocessor's modalities (2^N - 1). The full set is always evaluated.
+            Defaults to None.
+        rmm_ratios (Sequence[float]): Element-wise missing probabilities of the RMM passes,
+            each in (0, 1]. Defaults to ().
+        nm_densities (Sequence[float]): Salt-and-pepper densities of the NM passes, each in
+            (0, 1]. Defaults to ().
+    """
+
+    def __init__(self,
+                 runner,
+                 dataloader: Union[DataLoader, Dict],
+                 evaluator: Union[Evaluator, Dict, List],
+                 fp16: bool = False,
+                 subsets: Optional[Sequence[Sequence[str]]] = None,
+                 rmm_ratios: Sequence[float] = (),
+                 nm_densities: Sequence[float] = ()) -> None:
+        super().__init__(runner, dataloader, evaluator, fp16)
+        preprocessor = self._preprocessor()
+        self.modalities: List[str] = list(preprocessor.modalities)
+        self.subsets = self._check_subsets(subsets)
+        self.rmm_ratios = _check_fractions(rmm_ratios, 'rmm_ratios')
+        self.nm_densities = _check_fractions(nm_densities, 'nm_densities')
+
+        metrics = getattr(self.evaluator, 'metrics', [])
+        self._balance_metrics = [m for m in metrics if isinstance(m, ModalityBalanceMetric)]
+        if not self._balance_metrics:
+            raise ValueError(
+                'MissingModalityTestLoop needs a ModalityBalanceMetric in test_evaluator '
+                f'(got {[type(m).__name__ for m in metrics]}); add '
+                "dict(type='ModalityBalanceMetric') to test_evaluator")
+        for metric in self._balance_metrics:
+            if metric.modalities is not None and list(metric.modalities) != self.modalities:
+                raise ValueError(f'ModalityBalanceMetric.modalities {list(metric.modalities)} '
+                                 f'differ from the data preprocessor modalities '
+                                 f'{self.modalities}')
+        self._balance_evaluator = Evaluator(self._balance_metrics)
+        self.passes = self._build_passes()
+
+    # ----------------------------------------------------------------- set-up
+    def _preprocessor(self):
+        """The model's data preprocessor; it must have the attributes of the protocol."""
+        model = self.runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        preprocessor = getattr(model, 'data_preprocessor', None)
+        missing = [a for a in _STATE + ('modalities', ) if not hasattr(preprocessor, a)]
+        if missing:
+            raise TypeError(
+                f'MissingModalityTestLoop needs a data preprocessor with the attributes '
+                f'{list(_STATE + ("modalities", ))} (e.g. MultiModalSegDataPreProcessor); '
+                f'{type(preprocessor).__name__} lacks {missing}')
+        return preprocessor
+
+    def _check_subsets(self, subsets) -> List[Tuple[str, ...]]:
+        """Validated subsets in modality order, the full set first, without repeats."""
+        full = tuple(self.modalities)
+        if subsets is None:
+            return modality_subsets(self.modalities)
+        if isinstance(subsets, str) or any(isinstance(s, str) for s in subsets):
+            raise ValueError(f'subsets must be a list of lists of modality names such as '
+                             f"[['rgb'], ['rgb', 'depth']], got {subsets!r}")
+        out = [full]
+        for subset in subsets:
+            if len(subset) == 0:
+                raise ValueError(f'subsets must not hold an empty subset, got {subsets!r}; '
+                                 f'allowed names are {self.modalities}')
+            check_modalities(subset, self.modalities, 'modality in subsets')
+            ordered = tuple(m for m in self.modalities if m in subset)
+            if ordered not in out:
+                out.append(ordered)
+        return out
+
+    def _build_passes(self) -> List[_Pass]:
+        full = tuple(self.modalities)
+
+        def missing(subset):
+            return tuple(m for m in self.modalities if m not in subset)
+
+        def name(subset):
+            return 'full' if subset == full else subset_name(subset)
+
+        passes = [_Pass('EMM', name(s), missing(s), 1.0, 0.0) for s in self.subsets]
+        for r in self.rmm_ratios:
+            passes += [_Pass(f'RMM@{r:g}', name(s), missing(s), r, 0.0)
+                       for s in self.subsets if s != full]
+        for d in self.nm_densities:
+            passes.append(_Pass(f'NM@{d:g}', 'full', (), 1.0, d))
+        return passes
+
+    # -------------------------------------------------------------------- run
+    def run(self) -> dict:
+        """Run every pass over the test set once and evaluate.
+
+        Returns:
+            dict: The metrics of every metric of the evaluator.
+        """
+        self.runner.call_hook('before_test')
+        self.runner.call_hook('before_test_epoch')
+        self.runner.model.eval()
+        self.test_loss.clear()
+
+        counts: Dict[str, int] = {}
+        for p in self.passes:
+            counts[p.setting] = counts.get(p.setting, 0) + 1
+        print_log(
+            f'MissingModalityTestLoop: modalities {self.modalities}; '
+            f'{len(self.dataloader.dataset)} samples in {len(self.dataloader)} batches; '
+            f'{len(self.passes)} forward passes per batch ('
+            + ', '.join(f'{k} x{v}' for k, v in counts.items()) + '); EMM subsets: '
+            + ', '.join(p.subset for p in self.passes if p.setting == 'EMM'),
+            logger='current')
+
+        start = time.time()
+        for idx, data_batch in enumerate(self.dataloader):
+            self.run_iter(idx, data_batch)
+
+        reports = []
+        for metric in self._balance_metrics:
+            if metric.report and metric.out_dir is None:
+                metric.out_dir = self.runner.log_dir
+                reports.append(metric)
+        try:
+            metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
+        finally:
+            written = [m.out_dir for m in reports]
+            for metric in reports:
+                metric.out_dir = None
+        where = ''.join(f'; report: {osp.join(d, "robustness_report.{json,md,png}")}'
+                        for d in dict.fromkeys(written))
+        print_log(f'MissingModalityTestLoop: {len(self.passes)} passes x '
+                  f'{len(self.dataloader)} batches in {time.time() - start:.1f}s{where}',
+                  'current')
+
+        if self.test_loss:
+            metrics.update(_parse_losses(self.test_loss, 'test'))
+        self.runner.call_hook('after_test_epoch', metrics=metrics)
+        self.runner.call_hook('after_test')
+        return metrics
+
+    @torch.no_grad()
+    def run_iter(self, idx: int, data_batch: dict) -> None:
+        """Run every pass on one batch.
+
+        Args:
+            idx (int): The batch index.
+            data_batch (dict): A batch from the dataloader.
+        """
+        self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
+        preprocessor = self._preprocessor()
+        saved = {a: getattr(preprocessor, a) for a in _STATE}
+        clean_outputs = None
+        try:
+            for i, p in enumerate(self.passes):
+                for attr, value in p.state.items():
+                    setattr(preprocessor, attr, value)
+                with autocast(enabled=self.fp16):
+                    outputs = self.runner.model.test_step(data_batch)
+                if i == 0:  # the clean full set: every metric, and the test loss
+                    outputs, self.test_loss = _update_losses(outputs, self.test_loss)
+                else:
+                    outputs, _ = _update_losses(outputs, {})
+                for sample in outputs:
+                    tags = dict(eval_setting=p.setting, eval_subset=p.subset)
+                    if isinstance(sample, dict):
+                        sample.update(tags)
+                    else:
+                        sample.set_metainfo(tags)
+                if i == 0:
+                    clean_outputs = outputs
+                    self.evaluator.process(data_samples=outputs, data_batch=data_batch)
+                else:
+                    self._balance_evaluator.process(data_samples=outputs, data_batch=data_batch)
+        finally:
+            for attr, value in saved.items():
+                setattr(preprocessor, attr, value)
+        self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
+                              outputs=clean_outputs)

@@ -1,0 +1,354 @@
+"""Data preprocessor for stacked multimodal inputs, with the missing/noisy-modality protocols."""
+import hashlib
+from numbers import Number
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from mmseg.models.data_preprocessor import SegDataPreProcessor
+from mmseg.registry import MODELS
+from mmseg.utils import stack_batch
+
+from ..utils.modalities import channel_slices, check_modalities
+
+#: ImageNet statistics, used for every modality by default (as the CMNeXt reference does).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+_RANDOM_UNITS = ('value', 'pixel')
+
+MeanStd = Optional[Union[Sequence[Number], Dict[str, Sequence[Number]]]]
+
+
+def _per_modality(stats: MeanStd, key: str, default: Sequence[float],
+                  modalities: List[str], channels: List[int]) -> List[float]:
+    """Expand ``mean`` or ``std`` into one value per stacked channel."""
+    if stats is None:
+        per_mod = {}
+        for name, ch in zip(modalities, channels):
+            # Choice: a modality that does not have 3 channels gets the ImageNet average.
+            per_mod[name] = list(default) if ch == 3 else [sum(default) / 3] * ch
+    elif isinstance(stats, dict):
+        check_modalities(list(stats), modalities, what=f'modality in {key}')
+        missing = [m for m in modalities if m not in stats]
+        if missing:
+            raise ValueError(f'{key} has no entry for modalities {missing}; give one list per '
+                             f'modality in {modalities}')
+        per_mod = {m: list(stats[m]) for m in modalities}
+    else:
+        per_mod = {m: list(stats) for m in modalities}
+    values = []
+    for name, ch in zip(modalities, channels):
+        if len(per_mod[name]) != ch:
+            raise ValueError(f'{key} for modality {name!r} has {len(per_mod[name])} values '
+                             f'{per_mod[name]} but the modality has {ch} channels')
+        values.extend(float(v) for v in per_mod[name])
+    return values
+
+
+def _sample_seed(seed: int, data_sample: Any, salt: str) -> Optional[int]:
+    """A seed derived from ``seed`` and the sample's path or index, or None if it has neither."""
+    meta = getattr(data_sample, 'metainfo', None) or {}
+    key = meta.get('img_path', meta.get('sample_idx'))
+    if key is None:
+        return None
+    digest = hashlib.sha256(f'{seed}|{salt}|{key}'.encode()).digest()
+    return int.from_bytes(digest[:8], 'little') & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@MODELS.register_module()
+class MultiModalSegDataPreProcessor(SegDataPreProcessor):
+    """Pre-processor for modalities stacked along the channel axis.
+
+    Per sample, in this order: flip the RGB modality from BGR to RGB (``bgr_to_rgb``), add
+    salt-and-pepper noise to every modality (NM, ``noise_density``), normalise each modality with
+    its own mean and std, zero the missing modalities (EMM) or a random part of them (RMM,
+    ``missing_ratio`` < 1), drop random modalities while training (``modality_dropout``); then pad
+    and stack the batch with mmseg's ``stack_batch``, as :class:`SegDataPreProcessor` does.
+
+    Randomness: while training, mmseg/torch's global generator is used (so the runner's seed
+    governs it). While testing, RMM masks and NM noise come from a generator seeded with ``seed``
+    and the sample's ``img_path`` (``sample_idx`` without a path), so an evaluation pass is
+    reproducible whatever the batch size, order or number of workers, and the RMM masks of one
+    sample are nested across ratios (0.25 zeroes a subset of what 0.5 zeroes). Samples with neither
+    key use a generator that is re-seeded with ``seed`` whenever one of the protocol attributes is
+    set.
+
+    Modality dropout rule: each modality of each sample that is not already missing is dropped
+    (zeroed after normalisation) independently with probability ``modality_dropout``; if that
+    would drop every remaining modality of the sample, one of them, drawn uniformly, is kept.
+
+    Args:
+        modalities (Sequence[str]): Modality names in stacking order.
+        channels (Sequence[int], optional): Channels per modality. Defaults to None (3 each).
+        mean (Sequence[Number] | dict, optional): Per-channel mean: a dict name -> list, or one
+            list used for every modality. Defaults to None (the ImageNet mean for every 3-channel
+            modality, its average for other channel counts).
+        std (Sequence[Number] | dict, optional): Per-channel std, as ``mean``. Defaults to None
+            (the ImageNet std).
+        size (tuple, optional): Fixed padding size. Defaults to None.
+        size_divisor (int, optional): The divisor of the padded size. Defaults to None; when
+            training with neither ``size`` nor ``size_divisor`` the batch is padded to its
+            largest sample (mmseg asserts instead).
+        pad_val (Number): Padding value of the inputs. Defaults to 0.
+        seg_pad_val (Number): Padding value of the segmentation maps. Defaults to 255.
+        bgr_to_rgb (bool): Flip the channels of ``rgb_modality`` (BGR -> RGB). Defaults to False.
+        rgb_modality (str): Name of the colour modality. Defaults to 'rgb'.
+        missing_modalities (Sequence[str]): Modalities zeroed after normalisation, in training
+            and testing. Defaults to ().
+        missing_ratio (float): In (0, 1]. 1.0 zeroes the whole missing modalities (EMM); below 1
+            each element of a missing modality is zeroed with this probability (RMM).
+            Defaults to 1.0.
+        noise_density (float): In [0, 1]. Density of salt-and-pepper noise applied to every
+            modality before normalisation (NM): half pepper (0), half salt (``noise_max``).
+            Defaults to 0.0.
+        noise_max (float): Salt value. Defaults to 255.0.
+        random_unit (str): What one RMM/NM draw covers: 'value' (every channel of every pixel
+            independently, as skimage's salt-and-pepper) or 'pixel' (all channels of one modality
+            at one pixel together). The protocol papers do not say; 'value' is this project's
+            choice. Defaults to 'value'.
+        modality_dropout (float): In [0, 1]. Training-only probability of dropping a modality of
+            a sample, see the rule above. Defaults to 0.0.
+        seed (int): Seed of the test-time RMM/NM randomness. Defaults to 0.
+        batch_augments (list[dict], optional): Batch-level augmentations. Defaults to None.
+        test_cfg (dict, optional): Padding at test time (keys ``size`` / ``size_divisor``).
+            Defaults to None.
+    """
+
+    def __init__(self,
+                 modalities: Sequence[str],
+                 channels: Optional[Sequence[int]] = None,
+                 mean: MeanStd = None,
+                 std: MeanStd = None,
+                 size: Optional[tuple] = None,
+                 size_divisor: Optional[int] = None,
+                 pad_val: Number = 0,
+                 seg_pad_val: Number = 255,
+                 bgr_to_rgb: bool = False,
+                 rgb_modality: str = 'rgb',
+                 missing_modalities: Sequence[str] = (),
+                 missing_ratio: float = 1.0,
+                 noise_density: float = 0.0,
+                 noise_max: float = 255.0,
+                 random_unit: str = 'value',
+                 modality_dropout: float = 0.0,
+                 seed: int = 0,
+                 batch_augments: Optional[List[dict]] = None,
+                 test_cfg: Optional[dict] = None) -> None:
+        if size is not None and size_divisor is not None:
+            raise ValueError(f'give at most one of size ({size}) and size_divisor '
+                             f'({size_divisor}), not both')
+        super().__init__(mean=None, std=None, size=size, size_divisor=size_divisor,
+                         pad_val=pad_val, seg_pad_val=seg_pad_val, bgr_to_rgb=False,
+                         rgb_to_bgr=False, batch_augments=batch_augments, test_cfg=test_cfg)
+        if isinstance(modalities, str) or not modalities:
+            raise ValueError(f'modalities must be a non-empty list of names, got {modalities!r}')
+        self._modalities = [str(m) for m in modalities]
+        channels = [3] * len(self._modalities) if channels is None else [int(c) for c in channels]
+        self.channels = channels
+        self.slices = channel_slices(self._modalities, channels)
+        self.total_channels = sum(channels)
+
+        if bgr_to_rgb:
+            check_modalities([rgb_modality], self._modalities, what='rgb_modality')
+            width = self.slices[rgb_modality].stop - self.slices[rgb_modality].start
+            if width != 3:
+                raise ValueError(f'bgr_to_rgb needs rgb_modality {rgb_modality!r} to have 3 '
+                                 f'channels, it has {width}')
+        self.bgr_to_rgb = bool(bgr_to_rgb)
+        self.rgb_modality = rgb_modality
+
+        mean_values = _per_modality(mean, 'mean', IMAGENET_MEAN, self._modalities, channels)
+        std_values = _per_modality(std, 'std', IMAGENET_STD, self._modalities, channels)
+        if any(s <= 0 for s in std_values):
+            raise ValueError(f'std values must be positive, got {std_values}')
+        self._enable_normalize = True
+        self.register_buffer('mean', torch.tensor(mean_values).view(-1, 1, 1), False)
+        self.register_buffer('std', torch.tensor(std_values).view(-1, 1, 1), False)
+
+        if random_unit not in _RANDOM_UNITS:
+            raise ValueError(f'random_unit must be one of {list(_RANDOM_UNITS)}, '
+                             f'got {random_unit!r}')
+        self.random_unit = random_unit
+        if not 0.0 <= float(modality_dropout) <= 1.0:
+            raise ValueError(f'modality_dropout must be in [0, 1], got {modality_dropout!r}')
+        self.modality_dropout = float(modality_dropout)
+        self.noise_max = float(noise_max)
+        self.seed = int(seed)
+        self._fallback_generator = torch.Generator()
+        self.missing_modalities = missing_modalities
+        self.missing_ratio = missing_ratio
+        self.noise_density = noise_density
+
+    # --- protocol attributes, set by the test loop between passes ------------------------------
+    @property
+    def modalities(self) -> List[str]:
+        """list[str]: The modality names in stacking order (read-only)."""
+        return list(self._modalities)
+
+    @property
+    def missing_modalities(self) -> tuple:
+        """tuple[str]: Modalities zeroed after normalisation; at least one must remain."""
+        return self._missing_modalities
+
+    @missing_modalities.setter
+    def missing_modalities(self, value: Sequence[str]) -> None:
+        value = (value, ) if isinstance(value, str) else tuple(value or ())
+        check_modalities(value, self._modalities, what='modality in missing_modalities')
+        if set(value) >= set(self._modalities):
+            raise ValueError(f'missing_modalities {list(value)} leaves no modality; at least one '
+                             f'of {self._modalities} must remain')
+        self._missing_modalities = tuple(m for m in self._modalities if m in value)
+        self.reset_seed()
+
+    @property
+    def missing_ratio(self) -> float:
+        """float: In (0, 1]; 1.0 zeroes whole modalities (EMM), less zeroes elements (RMM)."""
+        return self._missing_ratio
+
+    @missing_ratio.setter
+    def missing_ratio(self, value: float) -> None:
+        if not 0.0 < float(value) <= 1.0:
+            raise ValueError(f'missing_ratio must be in (0, 1], got {value!r}')
+        self._missing_ratio = float(value)
+        self.reset_seed()
+
+    @property
+    def noise_density(self) -> float:
+        """float: In [0, 1]; salt-and-pepper density on every modality (NM)."""
+        return self._noise_density
+
+    @noise_density.setter
+    def noise_density(self, value: float) -> None:
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f'noise_density must be in [0, 1], got {value!r}')
+        self._noise_density = float(value)
+        self.reset_seed()
+
+    def reset_seed(self) -> None:
+        """Re-seed the test-time generator used for samples without ``img_path``/``sample_idx``."""
+        self._fallback_generator.manual_seed(self.seed)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _uniform(self, shape: tuple, device: torch.device,
+                 generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Uniform draws of ``shape`` (C, H, W), one per value or one per modality pixel."""
+        if self.random_unit == 'value':
+            return torch.rand(shape, generator=generator).to(device) if generator is not None \
+                else torch.rand(shape, device=device)
+        parts = []
+        for name in self._modalities:
+            sl = self.slices[name]
+            one = torch.rand((1, ) + tuple(shape[1:]), generator=generator).to(device) \
+                if generator is not None else torch.rand((1, ) + tuple(shape[1:]), device=device)
+            parts.append(one.expand(sl.stop - sl.start, -1, -1))
+        return torch.cat(parts, dim=0)
+
+    def _generator(self, data_sample: Any, salt: str,
+                   training: bool) -> Optional[torch.Generator]:
+        if training:
+            return None
+        seed = _sample_seed(self.seed, data_sample, salt)
+        if seed is None:
+            return self._fallback_generator
+        return torch.Generator().manual_seed(seed)
+
+    def _missing_mask(self, shape: tuple, device: torch.device,
+                      generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Boolean (C, H, W) mask of the values to zero for the missing modalities."""
+        mask = torch.zeros(shape, dtype=torch.bool, device=device)
+        for name in self._missing_modalities:
+            mask[self.slices[name]] = True
+        if self._missing_ratio < 1.0:
+            mask &= self._uniform(shape, device, generator) < self._missing_ratio
+        return mask
+
+    def _dropout_keep(self, num_samples: int, device: torch.device) -> torch.Tensor:
+        """Boolean (B, N) of modalities kept by modality dropout (training only)."""
+        present = torch.tensor([m not in self._missing_modalities for m in self._modalities],
+                               device=device)
+        keep = torch.rand(num_samples, len(self._modalities), device=device) \
+            >= self.modality_dropout
+        keep &= present
+        for b in torch.nonzero(~keep.any(dim=1)).flatten().tolist():
+            candidates = torch.nonzero(present).flatten()
+            pick = candidates[torch.randint(len(candidates), (1, ), device=device)]
+            keep[b, pick] = True
+        return keep
+
+    def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:
+        """Flip, add noise, normalise, zero modalities, then pad and stack the batch.
+
+        Args:
+            data (dict): Data sampled from the dataloader: ``inputs`` (list of (C, H, W) tensors)
+                and ``data_samples``.
+            training (bool): Whether to enable training-time behaviour (modality dropout,
+                global-generator randomness). Defaults to False.
+
+        Returns:
+            dict: ``inputs`` (B, C, H, W) float tensor and ``data_samples``.
+        """
+        data = self.cast_data(data)  # type: ignore
+        inputs = data['inputs']
+        data_samples = data.get('data_samples', None)
+        if training:
+            assert data_samples is not None, 'During training, `data_samples` must be defined.'
+        for idx, _input in enumerate(inputs):
+            if _input.shape[0] != self.total_channels:
+                raise ValueError(
+                    f'input {idx} has {_input.shape[0]} channels but channels={self.channels} '
+                    f'for modalities={self._modalities} sums to {self.total_channels}; set '
+                    f'`channels` to match the stacked image')
+        samples = data_samples if data_samples is not None else [None] * len(inputs)
+
+        outputs = []
+        for _input, sample in zip(inputs, samples):
+            _input = _input.float()
+            if self.bgr_to_rgb:
+                sl = self.slices[self.rgb_modality]
+                _input = torch.cat([_input[:sl.start], _input[sl][[2, 1, 0]], _input[sl.stop:]])
+            if self._noise_density > 0:
+                draws = self._uniform(_input.shape, _input.device,
+                                      self._generator(sample, 'noise', training))
+                pepper = draws < self._noise_density / 2
+                salt = (draws < self._noise_density) & ~pepper
+                _input = _input.masked_fill(pepper, 0.0).masked_fill(salt, self.noise_max)
+            _input = (_input - self.mean) / self.std
+            if self._missing_modalities:
+                mask = self._missing_mask(_input.shape, _input.device,
+                                          self._generator(sample, 'missing', training))
+                _input = _input.masked_fill(mask, 0.0)
+            outputs.append(_input)
+        inputs = outputs
+
+        if training and self.modality_dropout > 0:
+            keep = self._dropout_keep(len(inputs), inputs[0].device)
+            for b in range(len(inputs)):
+                for n, name in enumerate(self._modalities):
+                    if not keep[b, n] and name not in self._missing_modalities:
+                        inputs[b][self.slices[name]] = 0.0
+
+        if training:
+            size_divisor = self.size_divisor
+            if self.size is None and size_divisor is None:
+                size_divisor = 1  # pad to the largest sample of the batch
+            inputs, data_samples = stack_batch(
+                inputs=inputs, data_samples=data_samples, size=self.size,
+                size_divisor=size_divisor, pad_val=self.pad_val, seg_pad_val=self.seg_pad_val)
+            if self.batch_augments is not None:
+                inputs, data_samples = self.batch_augments(inputs, data_samples)
+        else:
+            img_size = inputs[0].shape[1:]
+            if not all(_input.shape[1:] == img_size for _input in inputs):
+                raise ValueError('the images of a test batch must have the same size, got '
+                                 f'{[tuple(i.shape[1:]) for i in inputs]}')
+            if self.test_cfg:
+                inputs, padded_samples = stack_batch(
+                    inputs=inputs, size=self.test_cfg.get('size', None),
+                    size_divisor=self.test_cfg.get('size_divisor', None),
+                    pad_val=self.pad_val, seg_pad_val=self.seg_pad_val)
+                for data_sample, pad_info in zip(data_samples, padded_samples):
+                    data_sample.set_metainfo({**pad_info})
+            else:
+                inputs = torch.stack(inputs, dim=0)
+        return dict(inputs=inputs, data_samples=data_samples)

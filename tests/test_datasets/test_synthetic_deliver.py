@@ -1,0 +1,210 @@
+import glob
+import importlib.util
+import json
+import re
+import os.path as osp
+
+import equiseg_mm  # noqa: F401  (compat fixes first)
+import cv2
+import numpy as np
+import pytest
+
+from equiseg_mm.datasets import DELIVERDataset, make_synthetic_deliver
+from equiseg_mm.datasets.synthetic_deliver import (COMPLEMENTARY_PAIRS, DELIVER_CLASSES,
+                                                   SYNTHETIC_CLASS_IDS)
+
+SIZE = (48, 64)
+SMALL = dict(num_train=3, num_val=6, num_test=0, size=SIZE, frames_per_sequence=1,
+             conditions=('sun', 'night', 'fog'))
+FOLDERS = dict(rgb=('img', 'rgb'), depth=('hha', 'depth'), event=('event', 'event'),
+               lidar=('lidar', 'lidar'), label=('semantic', 'semantic'))
+ID = {name: i for i, name in enumerate(DELIVER_CLASSES)}
+
+
+def files(root):
+    return sorted(osp.relpath(p, root) for p in glob.glob(osp.join(root, '**', '*'),
+                                                          recursive=True) if osp.isfile(p))
+
+
+def read(root, rgb_rel, modality):
+    folder, token = FOLDERS[modality]
+    rel = rgb_rel.replace('img/', f'{folder}/', 1).replace('_rgb_front', f'_{token}_front')
+    return cv2.imread(osp.join(root, rel), cv2.IMREAD_UNCHANGED)
+
+
+def rgb_files(root, pattern='*/*/*'):
+    return sorted(osp.relpath(p, root) for p in glob.glob(osp.join(root, 'img', pattern, '*')))
+
+
+@pytest.fixture(scope='module')
+def small(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('synthetic') / 'DELIVER')
+    return root, make_synthetic_deliver(root, seed=0, **SMALL)
+
+
+def test_deterministic_per_seed(small, tmp_path):
+    root, _ = small
+    again = str(tmp_path / 'again')
+    other = str(tmp_path / 'other')
+    make_synthetic_deliver(again, seed=0, **SMALL)
+    make_synthetic_deliver(other, seed=1, **SMALL)
+    assert files(root) == files(again) == files(other)
+    for rel in files(root):
+        with open(osp.join(root, rel), 'rb') as a, open(osp.join(again, rel), 'rb') as b:
+            assert a.read() == b.read(), rel
+    differ = 0
+    for rel in files(root):
+        with open(osp.join(root, rel), 'rb') as a, open(osp.join(other, rel), 'rb') as b:
+            differ += a.read() != b.read()
+    assert differ > len(files(root)) // 2
+
+
+def test_layout_counts_and_summary(small):
+    root, summary = small
+    rgb = rgb_files(root)
+    assert len(rgb) == 9
+    assert summary['num_samples'] == dict(train=3, val=6, test=0)
+    assert summary['cases']['train'] == dict(clean=3)
+    assert summary['cases']['val'] == dict(motionblur=1, overexposure=1, underexposure=1,
+                                           lidarjitter=1, eventlowres=1, clean=1)
+    assert summary['conditions']['val'] == dict(sun=2, night=2, fog=2)
+    for rel in rgb:
+        folder, condition, split, sequence, name = rel.split('/')
+        assert folder == 'img' and condition in ('sun', 'night', 'fog')
+        assert name.endswith('_rgb_front.png') and len(name.split('_')[0]) == 6
+        if split == 'train':
+            assert sequence.startswith('seq') and '_' not in sequence
+        for modality in ('depth', 'event', 'lidar', 'label'):
+            arr = read(root, rel, modality)
+            assert arr is not None and arr.dtype == np.uint8 and arr.ndim == 3, (rel, modality)
+    assert osp.isfile(osp.join(root, 'img/sun/val/seq00_motionblur/000003_rgb_front.png'))
+    assert osp.isfile(osp.join(root, 'hha/sun/val/seq00_motionblur/000003_depth_front.png'))
+    assert osp.isfile(osp.join(root, 'semantic/night/val/seq04_eventlowres/'
+                                     '000007_semantic_front.png'))
+    meta = json.load(open(osp.join(root, 'synthetic_meta.json')))
+    assert meta['seed'] == 0 and meta['size'] == list(SIZE)
+    assert [c['name'] for c in meta['classes']] == summary['classes']
+    assert {p['separated_by'] for p in meta['pairs']} == {'rgb', 'depth', 'event', 'lidar'}
+
+
+def test_labels_use_deliver_ids_in_the_r_channel(small):
+    root, _ = small
+    allowed = {i + 1 for i in SYNTHETIC_CLASS_IDS}
+    seen = set()
+    for rel in rgb_files(root):
+        label = read(root, rel, 'label')               # cv2: B, G, R
+        assert label.shape == (*SIZE, 3)
+        assert not label[..., :2].any()                # G and B are 0
+        values = set(np.unique(label[..., 2]).tolist())
+        assert values <= allowed
+        seen |= values
+    assert len(seen) >= 7
+
+
+def test_deliver_dataset_reads_it_unchanged(small):
+    root, _ = small
+    pipeline = [dict(type='LoadMultiModalImageFromFiles'),
+                dict(type='LoadMultiModalAnnotations')]
+    ds = DELIVERDataset(data_root=root, split='val', pipeline=pipeline)
+    assert len(ds) == 6
+    assert sorted(ds.get_data_info(i)['case'] for i in range(len(ds))) == sorted(
+        ['motionblur', 'overexposure', 'underexposure', 'lidarjitter', 'eventlowres', 'clean'])
+    for i in range(len(ds)):
+        out = ds[i]
+        assert out['img'].shape == (*SIZE, 12)          # the low-res event frame is resized
+        assert set(np.unique(out['gt_seg_map']).tolist()) <= set(SYNTHETIC_CLASS_IDS)
+
+
+def test_conditions_and_failure_cases(small):
+    root, _ = small
+    mean = {}
+    for rel in rgb_files(root, '*/train/*'):
+        mean[rel.split('/')[1]] = read(root, rel, 'rgb').astype(float).mean()
+    assert mean['night'] < 0.3 * mean['sun']
+    fog = rgb_files(root, 'fog/train/*')[0]
+    sun = rgb_files(root, 'sun/train/*')[0]
+    assert read(root, fog, 'rgb').std() < 0.6 * read(root, sun, 'rgb').std()
+    sky = read(root, fog, 'label')[..., 2] == ID['Sky'] + 1
+    assert read(root, fog, 'lidar')[sky].any()         # spurious returns in fog
+    sky = read(root, sun, 'label')[..., 2] == ID['Sky'] + 1
+    assert not read(root, sun, 'lidar')[sky].any()     # a clear sky gives no returns
+
+    (lowres, ) = rgb_files(root, '*/val/*eventlowres')
+    event = read(root, lowres, 'event')
+    assert event.shape == (SIZE[0] // 6, SIZE[1] // 6, 3)    # severity 4: factor 6
+    for rel in rgb_files(root, '*/*/*'):
+        if 'eventlowres' not in rel:
+            assert read(root, rel, 'event').shape[:2] == SIZE
+    (over, ) = rgb_files(root, '*/val/*overexposure')
+    assert (read(root, over, 'rgb') == 255).any(-1).mean() > 0.6   # even at night
+
+
+def test_modalities_are_complementary(tmp_path):
+    """For each pair, only its modality differs between the two classes' pixel statistics."""
+    root = str(tmp_path / 'pairs')
+    make_synthetic_deliver(root, num_train=40, num_val=0, num_test=0, size=SIZE, seed=0,
+                           conditions=('sun', ))
+    pixels = {}
+    for rel in rgb_files(root):
+        label = read(root, rel, 'label')[..., 2].astype(int) - 1
+        for modality in ('rgb', 'depth', 'event', 'lidar'):
+            arr = read(root, rel, modality).astype(float)
+            for cls in np.unique(label):
+                pixels.setdefault((cls, modality), []).append(arr[label == cls])
+    for a, b, separating, _ in COMPLEMENTARY_PAIRS:
+        for modality in ('rgb', 'depth', 'event', 'lidar'):
+            xa = np.concatenate(pixels[(ID[a], modality)])
+            xb = np.concatenate(pixels[(ID[b], modality)])
+            diff = np.abs(xa.mean(0) - xb.mean(0)).max()
+            if modality == separating:
+                assert diff > 50, (a, b, modality, diff)
+            else:
+                assert diff < 15, (a, b, modality, diff)
+
+
+def test_refuses_to_overwrite_something_else(tmp_path):
+    root = tmp_path / 'data'
+    root.mkdir()
+    (root / 'mine.txt').write_text('not a dataset')
+    kwargs = dict(num_train=1, num_val=0, num_test=0, size=(16, 16))
+    with pytest.raises(FileExistsError, match='overwrite=True'):
+        make_synthetic_deliver(str(root), **kwargs)
+    make_synthetic_deliver(str(root), overwrite=True, **kwargs)
+    first = files(str(root))
+    make_synthetic_deliver(str(root), **kwargs)        # the same dataset: fine
+    assert files(str(root)) == first
+    with pytest.raises(FileExistsError, match='other settings'):
+        make_synthetic_deliver(str(root), seed=3, **kwargs)
+    make_synthetic_deliver(str(root), seed=3, overwrite=True, num_train=2, num_val=0,
+                           num_test=0, size=(16, 16))
+    assert len(rgb_files(str(root))) == 2 and (root / 'mine.txt').exists()
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(conditions=('snow', )), r"'snow'.*'cloud', 'fog', 'night', 'rain', 'sun'"),
+    (dict(cases=('blur', )), r"'blur'.*'motionblur'"),
+    (dict(num_train=-1), 'num_train'),
+    (dict(size=(8, 64)), 'size'),
+    (dict(failure_severity=9), 'failure_severity'),
+    (dict(frames_per_sequence=0), 'frames_per_sequence'),
+])
+def test_bad_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_synthetic_deliver(str(tmp_path / 'x'), **kwargs)
+
+
+def test_cli(tmp_path, capsys):
+    path = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'make_synthetic_dataset.py')
+    spec = importlib.util.spec_from_file_location('make_synthetic_dataset', path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = str(tmp_path / 'cli')
+    summary = cli.main(['--out', out, '--seed', '2', '--num-train', '2', '--num-val', '5',
+                        '--num-test', '1', '--size', '32', '48'])
+    text = capsys.readouterr().out
+    assert summary['size'] == (32, 48) and len(rgb_files(out)) == 8
+    assert re.search(r'train +2 samples', text) and re.search(r'val +5 samples', text)
+    assert 'eventlowres 1' in text and 'Building / Wall: told apart by depth only' in text
+    with pytest.raises(FileExistsError):
+        cli.main(['--out', out, '--seed', '3', '--num-train', '1', '--num-val', '0',
+                  '--num-test', '0'])

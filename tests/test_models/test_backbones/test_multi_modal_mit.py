@@ -1,0 +1,258 @@
+"""MultiModalMiT: shapes, equal branches, fast attention, other branches, pretrained loading."""
+import importlib.util
+import os.path as osp
+from collections import OrderedDict
+
+import pytest
+import torch
+
+import equiseg_mm  # noqa: F401  (compat fixes before mmseg.models)
+from mmseg.models.backbones import MixVisionTransformer
+from mmseg.registry import MODELS
+
+from equiseg_mm.models.backbones import MultiModalMiT, convert_segformer_mit_keys
+
+TINY = dict(embed_dims=8, num_layers=[1, 1, 1, 1], num_heads=[1, 2, 2, 4])
+TINY_DIMS = [8, 16, 16, 32]
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+
+def _tiny_mit(in_channels=3, **kwargs):
+    cfg = dict(TINY, **kwargs)
+    return MixVisionTransformer(in_channels=in_channels, **cfg)
+
+
+@pytest.mark.parametrize('num_modalities', [1, 2, 3, 4, 5])
+def test_output_shapes_non_square(num_modalities):
+    names = [f'm{i}' for i in range(num_modalities)]
+    channels = [3, 1, 2, 3, 1][:num_modalities]
+    model = MultiModalMiT(modalities=names, in_channels=channels, **TINY)
+    outs = model(torch.randn(2, sum(channels), 64, 96))
+    assert len(outs) == 4
+    for out, c, s in zip(outs, TINY_DIMS, [4, 8, 16, 32]):
+        assert out.shape == (2, num_modalities, c, 64 // s, 96 // s)
+    assert model.num_modalities == num_modalities
+
+
+def test_branches_are_equal_and_independent():
+    model = MultiModalMiT(modalities=['rgb', 'depth'], in_channels=3, **TINY)
+    assert len(model.branches) == 2
+    shapes = [[p.shape for p in b.parameters()] for b in model.branches]
+    assert shapes[0] == shapes[1]  # no branch is privileged
+    x = torch.randn(1, 6, 64, 96)
+    base = model(x)
+    x2 = x.clone()
+    x2[:, 3:] = torch.randn(1, 3, 64, 96)  # change the depth channels only
+    changed = model(x2)
+    for a, b in zip(base, changed):
+        assert torch.equal(a[:, 0], b[:, 0])
+        assert not torch.allclose(a[:, 1], b[:, 1])
+
+
+def test_split_follows_modality_order():
+    model = MultiModalMiT(modalities=['a', 'b'], in_channels=[1, 3], **TINY).eval()
+    x = torch.randn(1, 4, 64, 96)
+    out = model(x)[0]
+    direct = model.branches[1](x[:, 1:4])[0]
+    assert torch.allclose(out[:, 1], direct)
+
+
+def test_zeroed_modalities_are_finite():
+    model = MultiModalMiT(modalities=['rgb', 'depth', 'event'], **TINY)
+    x = torch.randn(2, 9, 64, 96)
+    x[:, 3:9] = 0
+    for out in model(x):
+        assert torch.isfinite(out).all()
+    for out in model(torch.zeros(2, 9, 64, 96)):
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_fast_attention_equals_slow_path(train):
+    torch.manual_seed(0)
+    slow = MultiModalMiT(modalities=['rgb', 'depth'], fast_attention=False, **TINY)
+    fast = MultiModalMiT(modalities=['rgb', 'depth'], fast_attention=True, **TINY)
+    assert slow.state_dict().keys() == fast.state_dict().keys()
+    fast.load_state_dict(slow.state_dict())
+    attn = fast.branches[0].layers[0][1][0].attn.attn
+    assert type(attn).__name__ == '_NoWeightsMultiheadAttention'
+    assert type(slow.branches[0].layers[0][1][0].attn.attn) is torch.nn.MultiheadAttention
+    slow.train(train)
+    fast.train(train)
+    x = torch.randn(2, 6, 64, 96)
+    for a, b in zip(slow(x), fast(x)):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_resnet_branch_builds_and_runs():
+    model = MODELS.build(dict(
+        type='MultiModalMiT', modalities=['rgb', 'depth'], in_channels=[3, 1],
+        branch=dict(type='ResNetV1c', depth=18, in_channels=99, norm_cfg=dict(type='BN'))))
+    assert model.branches[0].stem[0].in_channels == 3
+    assert model.branches[1].stem[0].in_channels == 1  # in_channels overridden per modality
+    outs = model(torch.randn(2, 4, 64, 96))
+    for out, c, s in zip(outs, [64, 128, 256, 512], [4, 8, 16, 32]):
+        assert out.shape == (2, 2, c, 64 // s, 96 // s)
+
+
+def test_wrong_input_channels_raise():
+    model = MultiModalMiT(modalities=['rgb', 'depth'], in_channels=[3, 1], **TINY)
+    with pytest.raises(ValueError, match='rgb'):
+        model(torch.randn(1, 6, 64, 96))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(modalities=[]), 'modalities'),
+    (dict(modalities='rgb'), 'modalities'),
+    (dict(modalities=['rgb', 'rgb']), 'unique'),
+    (dict(modalities=['rgb', 'depth'], in_channels=[3]), 'channel'),
+    (dict(modalities=['rgb'], in_channels=[0]), 'channels'),
+    (dict(modalities=['rgb'], in_channels='3'), 'in_channels'),
+    (dict(modalities=['rgb'], branch='ResNetV1c'), 'branch'),
+    (dict(modalities=['rgb'], branch=dict(depth=18)), 'branch'),
+    (dict(modalities=['rgb'], num_layers=[1, 1]), 'num_stages'),
+    (dict(modalities=['rgb'], out_indices=(0, 4)), 'out_indices'),
+    (dict(modalities=['rgb'], fast_attention='yes'), 'fast_attention'),
+    (dict(modalities=['rgb'], init_cfg=[dict(type='Pretrained', checkpoint='x.pth')]),
+     'init_cfg'),
+])
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MultiModalMiT(**kwargs)
+
+
+def _random_mit_checkpoint():
+    torch.manual_seed(1)
+    mit = _tiny_mit()
+    mit.init_weights()
+    with torch.no_grad():  # make every tensor distinctive (norms start as ones/zeros)
+        for p in mit.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return mit.state_dict()
+
+
+@pytest.mark.parametrize('wrap', ['plain', 'state_dict_backbone'])
+def test_pretrained_loads_into_every_branch(tmp_path, wrap):
+    state = _random_mit_checkpoint()
+    if wrap == 'plain':
+        ckpt = state
+    else:  # an mmseg segmentor checkpoint: state_dict wrapper, backbone. prefix, other parts
+        sd = OrderedDict(('backbone.' + k, v) for k, v in state.items())
+        sd['decode_head.conv_seg.weight'] = torch.randn(4, 8, 1, 1)
+        ckpt = dict(meta=dict(), state_dict=sd)
+    path = str(tmp_path / 'mit.pth')
+    torch.save(ckpt, path)
+    model = MultiModalMiT(modalities=['rgb', 'depth', 'event'], in_channels=[3, 1, 2],
+                          init_cfg=dict(type='Pretrained', checkpoint=path), **TINY)
+    model.init_weights()
+    first = 'layers.0.0.projection.weight'
+    for branch, channels in zip(model.branches, [3, 1, 2]):
+        own = branch.state_dict()
+        assert own.keys() == state.keys()
+        for key, value in state.items():
+            if key == first and channels != 3:
+                expected = value.mean(1, keepdim=True).repeat(1, channels, 1, 1) * 3 / channels
+                assert own[key].shape == (value.shape[0], channels, *value.shape[2:])
+                assert torch.allclose(own[key], expected)
+            else:
+                assert torch.equal(own[key], value), key
+    # The adapted kernel answers an all-equal input as the RGB kernel answers a gray image.
+    gray = torch.randn(1, 1, 64, 96)
+    rgb_out = model.branches[0].layers[0][0].projection(gray.repeat(1, 3, 1, 1))
+    one_out = model.branches[1].layers[0][0].projection(gray)
+    assert torch.allclose(rgb_out, one_out, atol=1e-5)
+
+
+def test_pretrained_mismatch_is_reported_by_name(tmp_path):
+    state = _tiny_mit(embed_dims=4).state_dict()  # wrong widths
+    state.pop('layers.3.2.bias')
+    state['layers.9.extra'] = torch.zeros(1)
+    path = str(tmp_path / 'other.pth')
+    torch.save(state, path)
+    model = MultiModalMiT(modalities=['rgb'], init_cfg=dict(type='Pretrained', checkpoint=path),
+                          **TINY)
+    with pytest.warns(UserWarning) as record:
+        model.init_weights()
+    msg = ' '.join(str(w.message) for w in record)
+    assert 'layers.0.1.0.norm1.weight (checkpoint (4,), model (8,))' in msg  # mismatched
+    assert 'layers.3.2.bias' in msg  # missing
+    assert 'layers.9.extra' in msg  # unexpected
+
+
+def _to_segformer_names(state):
+    """Inverse of the conversion, written independently: mmseg MiT names -> official names."""
+    out = OrderedDict()
+    for key, v in state.items():
+        parts = key.split('.')
+        stage = int(parts[1]) + 1
+        if parts[2] == '0':
+            sub = 'proj' if parts[3] == 'projection' else 'norm'
+            out[f'patch_embed{stage}.{sub}.{parts[-1]}'] = v
+        elif parts[2] == '2':
+            out[f'norm{stage}.{parts[-1]}'] = v
+        else:
+            prefix, rest = f'block{stage}.{parts[3]}.', '.'.join(parts[4:])
+            if rest.startswith('attn.attn.in_proj_'):
+                kind = rest.rsplit('_', 1)[1]
+                c = v.shape[0] // 3
+                out[f'{prefix}attn.q.{kind}'] = v[:c]
+                out[f'{prefix}attn.kv.{kind}'] = v[c:]
+            elif rest.startswith('attn.attn.out_proj.'):
+                out[f'{prefix}attn.proj.{parts[-1]}'] = v
+            elif rest.startswith('ffn.layers.'):
+                name = {'0': 'mlp.fc1', '1': 'mlp.dwconv.dwconv', '4': 'mlp.fc2'}[parts[6]]
+                if parts[6] in '04' and parts[-1] == 'weight':
+                    v = v[:, :, 0, 0]
+                out[f'{prefix}{name}.{parts[-1]}'] = v
+            else:
+                out[prefix + rest] = v
+    out['head.weight'] = torch.randn(10, 32)
+    out['head.bias'] = torch.randn(10)
+    return out
+
+
+def test_convert_segformer_mit_keys_round_trip():
+    state = _random_mit_checkpoint()
+    official = _to_segformer_names(state)
+    assert 'block1.0.attn.q.weight' in official and 'patch_embed1.proj.weight' in official
+    converted = convert_segformer_mit_keys(official)
+    assert converted.keys() == state.keys()
+    for key in state:
+        assert torch.equal(converted[key], state[key]), key
+    mit = _tiny_mit()
+    mit.load_state_dict(converted, strict=True)
+
+
+def test_convert_agrees_with_mmseg_shipped_converter():
+    path = osp.join(osp.dirname(importlib.util.find_spec('mmseg').origin), '.mim', 'tools',
+                    'model_converters', 'mit2mmseg.py')
+    if not osp.isfile(path):
+        pytest.skip('this mmseg install ships no mit2mmseg.py')
+    spec = importlib.util.spec_from_file_location('_mit2mmseg', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    official = _to_segformer_names(_random_mit_checkpoint())
+    ours, theirs = convert_segformer_mit_keys(official), module.convert_mit(official)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_official_checkpoint_loads_through_init_cfg_and_tool(tmp_path):
+    state = _random_mit_checkpoint()
+    src = str(tmp_path / 'mit_b0.pth')
+    torch.save(dict(state_dict=_to_segformer_names(state)), src)
+    model = MultiModalMiT(modalities=['rgb', 'lidar'],
+                          init_cfg=dict(type='Pretrained', checkpoint=src), **TINY)
+    model.init_weights()
+    for branch in model.branches:
+        assert all(torch.equal(branch.state_dict()[k], v) for k, v in state.items())
+
+    spec = importlib.util.spec_from_file_location(
+        '_convert_tool', osp.join(ROOT, 'tools', 'convert_mit_checkpoint.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    dst = str(tmp_path / 'out' / 'mit_b0_mmseg.pth')
+    tool.main([src, dst])
+    converted = torch.load(dst, map_location='cpu')
+    assert converted.keys() == state.keys()
+    assert all(torch.equal(converted[k], v) for k, v in state.items())

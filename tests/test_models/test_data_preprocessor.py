@@ -1,0 +1,217 @@
+import equiseg_mm  # noqa: F401  (compat fixes first)
+import pytest
+import torch
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+from equiseg_mm.models import MultiModalSegDataPreProcessor
+from equiseg_mm.models.data_preprocessor import IMAGENET_MEAN, IMAGENET_STD
+
+MODS = ['rgb', 'depth', 'event', 'lidar']
+
+
+def sample(h, w, idx=0, label=True):
+    s = SegDataSample(metainfo=dict(img_path=f'root/{idx:06d}_rgb_front.png', sample_idx=idx))
+    if label:
+        s.gt_sem_seg = PixelData(data=torch.zeros(1, h, w, dtype=torch.uint8))
+    return s
+
+
+def batch(n=2, c=12, h=6, w=10, value=None, start=0):
+    g = torch.Generator().manual_seed(start)
+    inputs = [torch.full((c, h, w), value, dtype=torch.uint8) if value is not None else
+              torch.randint(0, 256, (c, h, w), generator=g, dtype=torch.uint8)
+              for _ in range(n)]
+    return dict(inputs=inputs, data_samples=[sample(h, w, start + i) for i in range(n)])
+
+
+def identity(mods=MODS, channels=None, **kwargs):
+    """A preprocessor with mean 0 / std 1 (the output equals the input)."""
+    channels = channels or [3] * len(mods)
+    return MultiModalSegDataPreProcessor(
+        modalities=mods, channels=channels, mean={m: [0.0] * c for m, c in zip(mods, channels)},
+        std={m: [1.0] * c for m, c in zip(mods, channels)}, **kwargs)
+
+
+def test_per_modality_normalisation_numerically():
+    dp = MODELS.build(dict(
+        type='MultiModalSegDataPreProcessor', modalities=['rgb', 'depth'], channels=[3, 1],
+        mean=dict(rgb=[10, 20, 30], depth=[100]), std=dict(rgb=[2, 4, 5], depth=[50])))
+    data = batch(c=4)
+    raw = torch.stack(data['inputs']).float()
+    out = dp(data)['inputs']
+    expected = raw.clone()
+    for ch, (m, s) in enumerate(zip([10, 20, 30, 100], [2, 4, 5, 50])):
+        expected[:, ch] = (raw[:, ch] - m) / s
+    assert out.shape == (2, 4, 6, 10) and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected)
+
+
+def test_default_is_imagenet_for_every_modality_and_one_list_for_all():
+    dp = MultiModalSegDataPreProcessor(modalities=MODS)
+    assert dp.mean.flatten().tolist() == pytest.approx(list(IMAGENET_MEAN) * 4)
+    assert dp.std.flatten().tolist() == pytest.approx(list(IMAGENET_STD) * 4)
+    dp = MultiModalSegDataPreProcessor(modalities=['rgb', 'depth'], mean=[1, 2, 3], std=[4, 5, 6])
+    assert dp.mean.flatten().tolist() == [1, 2, 3, 1, 2, 3]
+    assert dp.std.flatten().tolist() == [4, 5, 6, 4, 5, 6]
+    # a non-3-channel modality gets the ImageNet average by default
+    dp = MultiModalSegDataPreProcessor(modalities=['rgb', 'depth'], channels=[3, 1])
+    assert dp.mean.flatten()[3].item() == pytest.approx(sum(IMAGENET_MEAN) / 3)
+
+
+@pytest.mark.parametrize('mods', [['rgb', 'depth'], ['depth', 'rgb']])
+def test_bgr_to_rgb_flips_only_the_rgb_modality(mods):
+    dp = identity(mods, bgr_to_rgb=True)
+    x = torch.arange(1, 7, dtype=torch.uint8).view(6, 1, 1).expand(6, 2, 3).contiguous()
+    out = dp(dict(inputs=[x], data_samples=[sample(2, 3)]))['inputs'][0, :, 0, 0].tolist()
+    if mods[0] == 'rgb':
+        assert out == [3, 2, 1, 4, 5, 6]
+    else:
+        assert out == [1, 2, 3, 6, 5, 4]
+    dp = identity(mods, bgr_to_rgb=True, rgb_modality='depth')
+    out = dp(dict(inputs=[x], data_samples=[sample(2, 3)]))['inputs'][0, :, 0, 0].tolist()
+    assert out == ([1, 2, 3, 6, 5, 4] if mods[0] == 'rgb' else [3, 2, 1, 4, 5, 6])
+
+
+def test_padding_training_and_test():
+    dp = identity(size_divisor=8, pad_val=0, seg_pad_val=255)
+    data = dict(inputs=[torch.ones(12, 10, 13, dtype=torch.uint8),
+                        torch.ones(12, 7, 9, dtype=torch.uint8)],
+                data_samples=[sample(10, 13, 0), sample(7, 9, 1)])
+    out = dp(data, training=True)
+    assert out['inputs'].shape == (2, 12, 16, 16)
+    assert out['inputs'][1, :, 7:].eq(0).all() and out['inputs'][1, :, :7, :9].eq(1).all()
+    gt = out['data_samples'][1].gt_sem_seg.data
+    assert gt.shape == (1, 16, 16) and gt[:, 7:].eq(255).all() and gt[:, :7, :9].eq(0).all()
+
+    dp = identity(size=(12, 20))
+    out = dp(dict(inputs=[torch.ones(12, 10, 13, dtype=torch.uint8)],
+                  data_samples=[sample(10, 13)]), training=True)
+    assert out['inputs'].shape == (1, 12, 12, 20)
+
+    # no size and no size_divisor: training pads to the largest sample
+    out = identity()(dict(inputs=[torch.ones(12, 5, 9, dtype=torch.uint8),
+                                  torch.ones(12, 7, 4, dtype=torch.uint8)],
+                          data_samples=[sample(5, 9), sample(7, 4)]), training=True)
+    assert out['inputs'].shape == (2, 12, 7, 9)
+
+    dp = identity(test_cfg=dict(size_divisor=4))
+    out = dp(dict(inputs=[torch.ones(12, 5, 9, dtype=torch.uint8)],
+                  data_samples=[sample(5, 9, label=False)]))
+    assert out['inputs'].shape == (1, 12, 8, 12)
+    assert out['data_samples'][0].metainfo['pad_shape'] == (8, 12)
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_missing_modalities_zero_exactly_those_channels_after_normalisation(training):
+    full = MultiModalSegDataPreProcessor(modalities=MODS)
+    dp = MultiModalSegDataPreProcessor(modalities=MODS, missing_modalities=['depth', 'lidar'])
+    ref = full(batch(), training=training)['inputs']
+    out = dp(batch(), training=training)['inputs']
+    assert out[:, 3:6].eq(0).all() and out[:, 9:12].eq(0).all()
+    torch.testing.assert_close(out[:, :3], ref[:, :3])
+    torch.testing.assert_close(out[:, 6:9], ref[:, 6:9])
+    assert ref[:, 3:6].ne(0).all()  # zero only after normalisation (raw 0 would not be 0)
+    assert dp.missing_modalities == ('depth', 'lidar')
+
+
+def test_attributes_settable_between_passes():
+    dp = MultiModalSegDataPreProcessor(modalities=MODS)
+    ref = dp(batch())['inputs']
+    dp.missing_modalities = ('rgb', )
+    assert dp(batch())['inputs'][:, :3].eq(0).all()
+    dp.missing_modalities = ()
+    torch.testing.assert_close(dp(batch())['inputs'], ref)
+    dp.missing_ratio, dp.noise_density = 0.5, 0.1
+    assert (dp.missing_ratio, dp.noise_density) == (0.5, 0.1)
+    assert dp.modalities == MODS
+    with pytest.raises(AttributeError):
+        dp.modalities = ['rgb']
+    with pytest.raises(ValueError, match=r"\['thermal'\].*\['rgb', 'depth', 'event', 'lidar'\]"):
+        dp.missing_modalities = ('thermal', )
+    with pytest.raises(ValueError, match='leaves no modality'):
+        dp.missing_modalities = MODS
+    with pytest.raises(ValueError, match='missing_ratio'):
+        dp.missing_ratio = 0.0
+    with pytest.raises(ValueError, match='noise_density'):
+        dp.noise_density = 1.5
+
+
+def test_rmm_ratio_seeded_and_nested():
+    def zeros(ratio, seed=0, start=0, unit='value'):
+        dp = identity(missing_modalities=['depth'], missing_ratio=ratio, seed=seed,
+                      random_unit=unit)
+        out = dp(batch(n=2, h=40, w=40, value=7, start=start))['inputs']
+        assert out[:, [0, 1, 2, 6, 7, 8, 9, 10, 11]].eq(7).all()  # other modalities intact
+        return out[:, 3:6].eq(0)
+
+    z25, z50 = zeros(0.25), zeros(0.5)
+    assert abs(z25.float().mean().item() - 0.25) < 0.03
+    assert abs(z50.float().mean().item() - 0.5) < 0.03
+    assert torch.equal(z25, zeros(0.25))                 # reproducible pass
+    assert not torch.equal(z25, zeros(0.25, seed=1))    # the seed matters
+    assert not torch.equal(z25[0], z25[1])              # samples differ
+    assert torch.equal(z25[1], zeros(0.25, start=1)[0])  # keyed by sample, not batch slot
+    assert not torch.equal(z25[0], zeros(0.25, start=5)[0])
+    assert (z25 & ~z50).sum() == 0                      # nested across ratios
+    zp = zeros(0.5, unit='pixel')
+    assert torch.equal(zp[:, 0], zp[:, 1]) and torch.equal(zp[:, 0], zp[:, 2])
+
+
+def test_nm_salt_and_pepper_on_every_modality_before_normalisation():
+    dp = MultiModalSegDataPreProcessor(modalities=MODS, mean=[100, 100, 100], std=[2, 2, 2],
+                                       noise_density=0.2, noise_max=250)
+    out = dp(batch(n=2, h=40, w=40, value=100))['inputs']
+    pepper, salt, clean = out.eq(-50), out.eq(75), out.eq(0)
+    assert (pepper | salt | clean).all()
+    for m in range(4):
+        part = slice(3 * m, 3 * m + 3)
+        assert abs(pepper[:, part].float().mean().item() - 0.1) < 0.03
+        assert abs(salt[:, part].float().mean().item() - 0.1) < 0.03
+    assert torch.equal(out, dp(batch(n=2, h=40, w=40, value=100))['inputs'])
+
+
+def test_modality_dropout_training_only_and_never_all():
+    dp = identity(modality_dropout=0.8)
+    data = batch(n=64, h=2, w=2, value=5)
+    out = dp(data, training=True)['inputs']
+    kept = out.view(64, 4, 3, 2, 2).ne(0).flatten(2).all(-1)       # (B, N)
+    dropped = out.view(64, 4, 3, 2, 2).eq(0).flatten(2).all(-1)
+    assert (kept | dropped).all()          # whole modalities, never parts
+    assert kept.any(1).all()               # never every modality of a sample
+    assert dropped.any()
+    assert torch.equal(dp(batch(n=64, h=2, w=2, value=5))['inputs'],
+                       torch.full((64, 12, 2, 2), 5.0))  # not at test time
+
+    dp = identity(modality_dropout=1.0, missing_modalities=['depth'])
+    out = dp(batch(n=32, h=2, w=2, value=5), training=True)['inputs'].view(32, 4, 3, 2, 2)
+    kept = out.ne(0).flatten(2).all(-1)
+    assert kept.sum(1).eq(1).all() and not kept[:, 1].any()
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(missing_modalities=['thermal']), r"\['thermal'\].*\['rgb', 'depth', 'event', 'lidar'\]"),
+    (dict(mean=[1, 2], std=[1, 1]), r"mean for modality 'rgb' has 2 values.*3 channels"),
+    (dict(mean=dict(rgb=[0, 0, 0]), std=[1, 1, 1]), r"mean has no entry for modalities \['depth'"),
+    (dict(mean=dict(rgbx=[0, 0, 0]), std=[1, 1, 1]), r"\['rgbx'\].*allowed values"),
+    (dict(std=[1, 0, 1]), 'positive'),
+    (dict(channels=[3, 3]), 'got 4 modalities'),
+    (dict(missing_ratio=1.5), 'missing_ratio'),
+    (dict(modality_dropout=-0.1), 'modality_dropout'),
+    (dict(random_unit='channel'), r"random_unit.*\['value', 'pixel'\]"),
+    (dict(size=(8, 8), size_divisor=4), 'size'),
+])
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MultiModalSegDataPreProcessor(modalities=MODS, **kwargs)
+
+
+def test_bad_rgb_modality_and_channel_mismatch_at_forward():
+    with pytest.raises(ValueError, match=r"rgb_modality \['rgb'\].*\['depth', 'lidar'\]"):
+        MultiModalSegDataPreProcessor(modalities=['depth', 'lidar'], bgr_to_rgb=True)
+    with pytest.raises(ValueError, match='3 channels'):
+        MultiModalSegDataPreProcessor(modalities=['rgb'], channels=[1], bgr_to_rgb=True)
+    dp = MultiModalSegDataPreProcessor(modalities=MODS)
+    with pytest.raises(ValueError, match=r'9 channels but channels=\[3, 3, 3, 3\].*12'):
+        dp(batch(c=9))

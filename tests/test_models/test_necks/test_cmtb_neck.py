@@ -1,0 +1,179 @@
+"""CMTBNeck: output contract, equality with the per-primary loop, options, gradients."""
+import pytest
+import torch
+
+import equiseg_mm  # noqa: F401  (compat fixes before mmseg.models)
+from mmseg.registry import MODELS
+
+from equiseg_mm.models.necks import CMTBNeck
+
+DIMS = [8, 16, 16, 32]
+HEADS = [1, 2, 2, 4]
+SIZES = [(16, 24), (8, 12), (4, 6), (2, 3)]  # a 64 x 96 input at strides 4..32
+
+
+def _feats(n, batch=2, requires_grad=False):
+    torch.manual_seed(0)
+    return [torch.randn(batch, n, c, h, w, requires_grad=requires_grad)
+            for c, (h, w) in zip(DIMS, SIZES)]
+
+
+def _neck(**kwargs):
+    return CMTBNeck(in_channels=DIMS, num_heads=HEADS, **kwargs)
+
+
+def _naive(neck, feats):
+    """The straightforward computation: every primary in turn, one block call each."""
+    fused, stacks = [], []
+    for blocks, x in zip(neck.stages, feats):
+        n = x.shape[1]
+        per = []
+        for m in range(n):
+            block = blocks[0] if neck.share_weights else blocks[m]
+            out = block.self_attend(x[:, m])
+            aux = [x[:, j] for j in range(n) if j != m]
+            if aux:
+                selected = [block.select(a) for a in aux]
+                stacked = torch.stack(selected, 0)
+                merged = stacked.mean(0) if neck.selection == 'mean' else stacked.max(0).values
+                out = out + block.cross_attn(out, block.mix(merged))
+            per.append(block.finish(out))
+        fused.append(sum(per))
+        stacks.append(torch.stack(per, 1))
+    return fused + stacks
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 4, 5])
+def test_output_contract(n):
+    feats = _feats(n)
+    outs = MODELS.build(dict(type='CMTBNeck', in_channels=DIMS, num_heads=HEADS))(feats)
+    assert len(outs) == 8
+    for i, (c, (h, w)) in enumerate(zip(DIMS, SIZES)):
+        assert outs[i].shape == (2, c, h, w)
+        assert outs[4 + i].shape == (2, n, c, h, w)
+        assert outs[i].shape[1] == c  # what SegformerHead(in_index=[0, 1, 2, 3]) expects
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_fused_is_sum_over_primaries():
+    outs = _neck()(_feats(3))
+    for i in range(4):
+        assert torch.allclose(outs[i], outs[4 + i].sum(1), atol=1e-5)
+
+
+@pytest.mark.parametrize('selection', ['sqh', 'max', 'mean'])
+@pytest.mark.parametrize('n', [2, 3, 4])
+def test_batched_equals_naive_loop(selection, n):
+    neck = _neck(selection=selection, with_ffn=(n == 3))
+    neck.init_weights()
+    with torch.no_grad():  # a non-trivial SQH score (init makes it a constant 0.5)
+        for blocks in neck.stages:
+            if blocks[0].score is not None:
+                blocks[0].score.weight.normal_()
+    feats = _feats(n)
+    for got, want in zip(neck(feats), _naive(neck, feats)):
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_fast_attention_equals_slow_path():
+    slow, fast = _neck(fast_attention=False), _neck(fast_attention=True)
+    fast.load_state_dict(slow.state_dict())
+    feats = _feats(3)
+    for a, b in zip(slow(feats), fast(feats)):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_batched_max_handles_ties_like_the_loop():
+    neck = _neck(selection='max')
+    feats = _feats(3)
+    feats = [torch.stack([x[:, 0], x[:, 0], x[:, 2]], 1) for x in feats]  # equal modalities
+    for got, want in zip(neck(feats), _naive(neck, feats)):
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_unshared_blocks_equal_naive_loop_and_scale_with_n():
+    neck = _neck(share_weights=False, num_modalities=3)
+    assert all(len(blocks) == 3 for blocks in neck.stages)
+    feats = _feats(3)
+    for got, want in zip(neck(feats), _naive(neck, feats)):
+        assert torch.allclose(got, want, atol=1e-5)
+    shared = sum(p.numel() for p in _neck().parameters())
+    assert sum(p.numel() for p in neck.parameters()) == 3 * shared
+
+
+def test_single_modality_is_self_attention_only():
+    neck = _neck(num_modalities=1)
+    assert not any(hasattr(blocks[0], 'cross_attn') for blocks in neck.stages)
+    feats = _feats(1)
+    outs = neck(feats)
+    for i, (blocks, x) in enumerate(zip(neck.stages, feats)):
+        assert torch.allclose(outs[i], blocks[0].self_attend(x[:, 0]), atol=1e-6)
+    shared = _neck()  # N=1 through a neck built for any N gives the same, cross parts unused
+    shared.load_state_dict(neck.state_dict(), strict=False)
+    for a, b in zip(shared(feats), outs):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_per_modality_out_options():
+    feats = _feats(2)
+    raw = _neck(per_modality_out='raw')(feats)
+    assert all(raw[4 + i] is feats[i] for i in range(4))
+    none = _neck(per_modality_out='none')(feats)
+    assert len(none) == 4 and none[0].shape == (2, 8, 16, 24)
+
+
+@pytest.mark.parametrize('share_weights', [True, False])
+def test_every_parameter_gets_a_gradient(share_weights):
+    neck = _neck(share_weights=share_weights, num_modalities=3, with_ffn=True)
+    neck.init_weights()
+    feats = _feats(3, requires_grad=True)
+    outs = neck(feats)
+    sum(o.square().mean() for o in outs).backward()
+    for name, p in neck.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert all(f.grad is not None for f in feats)
+
+
+def test_zeroed_modalities_are_finite():
+    feats = _feats(3)
+    feats = [torch.cat([x[:, :1], torch.zeros_like(x[:, 1:])], 1) for x in feats]
+    for out in _neck()(feats):
+        assert torch.isfinite(out).all()
+
+
+def test_init_weights_starts_sqh_scores_at_one_half():
+    neck = _neck()
+    neck.init_weights()
+    block = neck.stages[0][0]
+    x = torch.randn(2, 8, 16, 24)
+    assert torch.allclose(block.select(x), 1.5 * x)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(in_channels=[8, 16], num_heads=HEADS), 'one entry per stage'),
+    (dict(in_channels=DIMS, num_heads=[3, 2, 2, 4]), 'num_heads'),
+    (dict(in_channels=DIMS, num_heads=HEADS, sr_ratios=[8, 4, 2, 0]), 'sr_ratios'),
+    (dict(in_channels=DIMS, num_heads=HEADS, pool_sizes=(3, 4)), 'pool_sizes'),
+    (dict(in_channels=DIMS, num_heads=HEADS, pool_sizes=()), 'pool_sizes'),
+    (dict(in_channels=DIMS, num_heads=HEADS, selection='sum'), 'selection'),
+    (dict(in_channels=DIMS, num_heads=HEADS, per_modality_out='all'), 'per_modality_out'),
+    (dict(in_channels=DIMS, num_heads=HEADS, share_weights=False), 'num_modalities'),
+    (dict(in_channels=DIMS, num_heads=HEADS, num_modalities=0), 'num_modalities'),
+    (dict(in_channels=DIMS, num_heads=HEADS, ffn_ratio=0), 'ffn_ratio'),
+])
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CMTBNeck(**kwargs)
+
+
+def test_bad_inputs_raise():
+    neck = _neck(num_modalities=2)
+    with pytest.raises(ValueError, match='num_modalities=2'):
+        neck(_feats(3))
+    with pytest.raises(ValueError, match='4 stages'):
+        neck(_feats(2)[:3])
+    feats = _feats(2)
+    feats[1] = feats[1][:, :, :8]
+    with pytest.raises(ValueError, match='stage 1'):
+        neck(feats)

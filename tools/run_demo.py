@@ -53,10 +53,11 @@ def _run(name, config, args):
         options['train_cfg.max_iters'] = args.max_iters
         options['train_cfg.val_interval'] = args.max_iters
     cfg = prepare_config(config, work_dir=work_dir, cfg_options=options)
-    if args.max_iters:
+    if args.max_iters:  # shrink warm-up and decay to the shorter schedule
+        old = cfg.param_scheduler[-1]['end']
         for sched in cfg.param_scheduler:
-            if sched.get('end', 0) > args.max_iters or sched.type == 'PolyLR':
-                sched['end'] = args.max_iters
+            for key in ('begin', 'end'):
+                sched[key] = round(sched[key] * args.max_iters / old)
     runner = runner_from_config(cfg)
     start = time.time()
     runner.train()

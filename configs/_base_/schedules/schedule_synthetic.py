@@ -2,11 +2,7 @@
 # recipe, with a higher learning rate because it trains from scratch (no ImageNet weights here).
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'pos_block': dict(decay_mult=0.),
-        'norm': dict(decay_mult=0.),
-    }))
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01))
 max_iters = 1000
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),

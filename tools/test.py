@@ -8,7 +8,7 @@ import argparse
 import os
 import os.path as osp
 
-import equiseg_mm  # noqa: F401
+import equiseg_mm  # noqa: F401  (registers the plugin; configs also import it)
 from equiseg_mm.apis import common_arguments, prepare_config, runner_from_config
 
 
@@ -20,14 +20,16 @@ def parse_args():
     parser.add_argument('--show-dir', help='directory to save painted predictions')
     common_arguments(parser)
     args = parser.parse_args()
+    if not osp.isfile(args.config):
+        parser.error(f'config file {args.config!r} does not exist')
+    if not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint file {args.checkpoint!r} does not exist')
     os.environ['LOCAL_RANK'] = os.environ.get('LOCAL_RANK', str(args.local_rank))
     return args
 
 
 def main():
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
     cfg.load_from = args.checkpoint
     if args.show_dir:

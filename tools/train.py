@@ -5,6 +5,7 @@
 """
 import argparse
 import os
+import os.path as osp
 
 import equiseg_mm  # noqa: F401  (registers the plugin; configs also import it)
 from equiseg_mm.apis import common_arguments, prepare_config, runner_from_config
@@ -18,6 +19,8 @@ def parse_args():
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     common_arguments(parser)
     args = parser.parse_args()
+    if not osp.isfile(args.config):
+        parser.error(f'config file {args.config!r} does not exist')
     os.environ['LOCAL_RANK'] = os.environ.get('LOCAL_RANK', str(args.local_rank))
     return args
 

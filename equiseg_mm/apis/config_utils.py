@@ -17,7 +17,9 @@ def prepare_config(config: str,
     """Load a config and apply mmseg's usual command-line overrides.
 
     Work-dir priority is CLI > config > ``work_dirs/<config name>`` (as mmseg). On a machine
-    without CUDA, a distributed launch uses the ``gloo`` backend instead of ``nccl``.
+    without CUDA, a distributed launch is adapted to run on CPU processes (see
+    :func:`_adapt_to_cpu_distributed`): ``gloo`` instead of ``nccl``, ``BN`` instead of
+    ``SyncBN``, and a DDP wrapper without ``device_ids``.
 
     Args:
         config (str): Path of the config file.
@@ -52,14 +54,82 @@ def prepare_config(config: str,
             cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = resume
     if launcher != 'none' and not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        _adapt_to_cpu_distributed(cfg)
     return cfg
 
 
+def _revert_sync_bn_cfg(node):
+    """Replace every ``dict(type='SyncBN')`` in a config tree by ``dict(type='BN')``."""
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+        for value in node.values():
+            _revert_sync_bn_cfg(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _revert_sync_bn_cfg(value)
+    return node
+
+
+def _adapt_to_cpu_distributed(cfg: Config) -> None:
+    """Let a distributed launch run on CPU processes, where three mmengine defaults fail.
+
+    - ``nccl`` needs CUDA: the process group uses ``gloo``.
+    - torch's ``SyncBatchNorm`` refuses CPU tensors, and mmengine reverts SyncBN only when *not*
+      distributed: every ``SyncBN`` of ``cfg.model`` becomes ``BN`` (batch statistics per
+      process; DDP's default buffer syncing keeps the running statistics equal to rank 0's), and
+      ``cfg.sync_bn`` is dropped.
+    - mmengine wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, which DDP rejects for
+      a CPU module: ``model_wrapper_cfg`` passes ``device_ids=None``.
+
+    The process group itself is created by :func:`runner_from_config`, because mmengine's
+    ``init_dist`` calls ``torch.cuda.set_device``, which fails on a CPU-only torch.
+    """
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    _revert_sync_bn_cfg(cfg.model)
+    if cfg.pop('sync_bn', None) is not None:
+        print_log('sync_bn is ignored: SyncBatchNorm needs CUDA.', logger='current',
+                  level=logging.WARNING)
+    wrapper = cfg.get('model_wrapper_cfg', None)
+    if wrapper is None:
+        # DDP's default buffer syncing stays on (mmengine's default wrapper turns it off)
+        wrapper = dict(type='MMDistributedDataParallel',
+                       find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
+        wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def _init_cpu_process_group(cfg: Config) -> None:
+    """Create the ``gloo`` process group of a ``pytorch`` (torchrun) launch without CUDA.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device(LOCAL_RANK)`` before
+    ``init_process_group``; on a CPU-only torch that raises ``AttributeError``. The runner skips
+    ``init_dist`` when a process group exists, so it is created here (the ``slurm`` and ``mpi``
+    launchers are left to mmengine).
+    """
+    import datetime
+
+    import torch.distributed as torch_dist
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available() or \
+            not torch_dist.is_available() or torch_dist.is_initialized():
+        return
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    dist_cfg['backend'] = 'gloo'
+    if dist_cfg.get('timeout') is not None:
+        dist_cfg['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
+    torch_dist.init_process_group(**dist_cfg)
+
+
 def runner_from_config(cfg: Config):
-    """Build mmengine's Runner (or ``cfg.runner_type``) from a prepared config."""
+    """Build mmengine's Runner (or ``cfg.runner_type``) from a prepared config.
+
+    A ``pytorch`` launch on a machine without CUDA gets its ``gloo`` process group here (see
+    :func:`_init_cpu_process_group`).
+    """
     from mmengine.runner import Runner
     from mmseg.registry import RUNNERS
+    _init_cpu_process_group(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

@@ -1,0 +1,97 @@
+"""``tools/train.py`` and ``tools/test.py`` run as a user runs them: in a subprocess, on the tiny
+config, writing into a temporary work dir."""
+import glob
+import json
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from tiny_config import PYTHON, TOOLS, describe, run_tool
+
+NUM_CLASSES = 25
+
+
+def _run_dir(work_dir):
+    """The single ``<timestamp>`` folder mmengine writes the log and the report into."""
+    dirs = [d for d in glob.glob(osp.join(str(work_dir), '*')) if osp.isdir(d)]
+    assert len(dirs) == 1, f'expected one run folder in {work_dir}, got {dirs}'
+    return dirs[0]
+
+
+def _log_text(work_dir):
+    run_dir = _run_dir(work_dir)
+    with open(osp.join(run_dir, osp.basename(run_dir) + '.log')) as f:
+        return f.read()
+
+
+def test_train_writes_checkpoints(trained):
+    assert trained.proc.returncode == 0, describe(trained.proc)
+    work_dir = trained.work_dir
+    with open(work_dir / 'last_checkpoint') as f:
+        assert osp.basename(f.read().strip()) == 'iter_4.pth'
+    ckpt = torch.load(str(trained.checkpoint), map_location='cpu', weights_only=False)
+    assert ckpt['meta']['iter'] == 4
+    assert any(k.startswith('backbone.branches.') for k in ckpt['state_dict'])
+    assert 'optimizer' in ckpt and 'param_schedulers' in ckpt
+    log = _log_text(work_dir)
+    assert 'Iter(train) [4/4]' in log
+    assert 'Saving checkpoint at 2 iterations' in log
+    assert 'Iter(val) [2/2]' in log  # validation at the end of training
+    # --cfg-options default_hooks.checkpoint.max_keep_ckpts=1 removed iter_2.pth
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_4.pth']
+    assert (work_dir / osp.basename(trained.config)).is_file()  # the dumped config
+
+
+def test_test_writes_report_label_maps_and_paintings(trained, tmp_path):
+    assert trained.proc.returncode == 0, describe(trained.proc)
+    work_dir, out_dir, show_dir = tmp_path / 'work_dir', tmp_path / 'preds', tmp_path / 'show'
+    proc = run_tool([PYTHON, osp.join(TOOLS, 'test.py'), trained.config, trained.checkpoint,
+                     '--work-dir', work_dir, '--out', out_dir, '--show-dir', show_dir,
+                     '--cfg-options', 'test_cfg.subsets=[[rgb]]'], cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+
+    # the robustness report of MissingModalityTestLoop, in the run folder of the work dir
+    run_dir = _run_dir(work_dir)
+    for ext in ('json', 'md', 'png'):
+        assert osp.getsize(osp.join(run_dir, f'robustness_report.{ext}')) > 0, ext
+    with open(osp.join(run_dir, 'robustness_report.json')) as f:
+        report = json.load(f)
+    assert report['modalities'] == ['rgb', 'depth', 'event', 'lidar']
+    # --cfg-options replaced the config's subsets [['rgb'], ['depth']] by [['rgb']]
+    assert sorted(report['settings']['EMM']) == ['full', 'rgb']
+    assert report['settings']['EMM']['full']['num_samples'] == 4
+    assert 0 <= report['figures']['mIoU'] <= 100
+
+    # --out: one label map per test frame, at the frame's size, with valid class ids
+    maps = sorted(glob.glob(osp.join(str(out_dir), '*.png')))
+    assert len(maps) == 4, maps
+    for path in maps:
+        label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        assert label.shape == (48, 64), path
+        assert label.dtype == np.uint8 and label.max() < NUM_CLASSES, path
+
+    # --show-dir: one painted prediction per test frame
+    assert len(glob.glob(osp.join(str(show_dir), '**', '*.png'), recursive=True)) == 4
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_missing_config_fails_with_its_path(tool, tmp_path, tiny_config):
+    missing = str(tmp_path / 'no_such_config.py')
+    args = [PYTHON, osp.join(TOOLS, f'{tool}.py'), missing]
+    if tool == 'test':
+        args.append(tiny_config)  # an existing file in the checkpoint position
+    proc = run_tool(args + ['--work-dir', tmp_path / 'work_dir'], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert missing in proc.stderr, describe(proc)
+    assert not (tmp_path / 'work_dir').exists()
+
+
+def test_missing_checkpoint_fails_with_its_path(tmp_path, tiny_config):
+    missing = str(tmp_path / 'no_such_checkpoint.pth')
+    proc = run_tool([PYTHON, osp.join(TOOLS, 'test.py'), tiny_config, missing,
+                     '--work-dir', tmp_path / 'work_dir'], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert missing in proc.stderr, describe(proc)
+    assert not (tmp_path / 'work_dir').exists()

@@ -17,6 +17,7 @@ import time
 import equiseg_mm  # noqa: F401
 from equiseg_mm.apis import prepare_config, runner_from_config
 from equiseg_mm.datasets import make_synthetic_deliver
+from equiseg_mm.visualization import visualize_modalities
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MAIN_CONFIG = osp.join(ROOT, 'configs', 'equiseg',
@@ -36,6 +37,9 @@ def parse_args():
     parser.add_argument('--max-iters', type=int, default=None,
                         help='override train_cfg.max_iters of both configs')
     parser.add_argument('--seed', type=int, default=0, help='dataset and training seed')
+    parser.add_argument('--num-panels', type=int, default=4,
+                        help='test samples drawn as modality panels (inputs, GT, predictions '
+                        'with each modality missing)')
     return parser.parse_args()
 
 
@@ -65,8 +69,11 @@ def _run(name, config, args):
     start = time.time()
     metrics = runner.test()
     test_s = time.time() - start
+    panels = visualize_modalities(runner.model, runner.test_dataloader.dataset,
+                                  osp.join(runner.log_dir, 'vis_modalities'),
+                                  num_samples=args.num_panels)
     return dict(metrics=metrics, train_s=train_s, test_s=test_s, work_dir=work_dir,
-                log_dir=runner.log_dir)
+                log_dir=runner.log_dir, panels_dir=osp.dirname(panels[0]) if panels else None)
 
 
 def _fmt(value):
@@ -101,6 +108,8 @@ def _summary(results, modalities):
         lines.append(f'{n}: train {r["train_s"] / 60:.1f} min, robustness test '
                      f'{r["test_s"] / 60:.1f} min; report: {r["log_dir"]}/robustness_report.md'
                      f' (+ .json, .png)')
+        if r.get('panels_dir'):
+            lines.append(f'{" " * len(n)}  pictures: {r["panels_dir"]}/')
     return '\n'.join(lines)
 
 

@@ -1,4 +1,5 @@
 from .finite_loss_hook import FiniteLossHook
 from .missing_modality_test_loop import MissingModalityTestLoop
+from .multi_modal_visualization_hook import MultiModalVisualizationHook
 
-__all__ = ['FiniteLossHook', 'MissingModalityTestLoop']
+__all__ = ['FiniteLossHook', 'MissingModalityTestLoop', 'MultiModalVisualizationHook']

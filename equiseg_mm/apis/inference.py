@@ -1,0 +1,398 @@
+"""Run a trained EQUISeg model on new multimodal frames, some of whose sensors may be dead.
+
+The three functions mirror mmseg's ``init_model`` / ``inference_model`` / ``show_result_pyplot``:
+
+    >>> model = init_multimodal_model('configs/equiseg/<config>.py', 'iter_1000.pth')
+    >>> result = inference_multimodal(model, dict(rgb='f_rgb.png', lidar='f_lidar.png'))
+    >>> save_prediction(model, result, 'out/f.png', rgb='f_rgb.png')
+
+An absent modality goes through the missing-modality protocol of the test loop: a zero
+placeholder is stacked in its place and the data preprocessor zeroes it after normalisation
+(``missing_modalities``), so a prediction here equals the one the robustness test makes for the
+same subset of modalities.
+"""
+import copy
+import os
+import os.path as osp
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+import mmcv
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.model import is_model_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+from mmseg.apis import init_model
+from mmseg.registry import DATASETS
+from mmseg.structures import SegDataSample
+from mmseg.visualization import SegLocalVisualizer
+
+from ..datasets.transforms import LoadMultiModalImageFromFiles
+
+ModalityInput = Union[None, str, os.PathLike, np.ndarray]
+
+_LOADER = 'LoadMultiModalImageFromFiles'
+_INFERENCE_DESC = dict(sample_idx='-', sample_name='inference input')  # named in loader errors
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if is_model_wrapper(model) else model
+
+
+def _preprocessor(model: torch.nn.Module):
+    """The model's data preprocessor; it must implement the missing-modality protocol."""
+    pre = getattr(_unwrap(model), 'data_preprocessor', None)
+    lacking = [a for a in ('modalities', 'channels', 'missing_modalities', 'missing_ratio')
+               if not hasattr(pre, a)]
+    if lacking:
+        raise TypeError(f'the model needs a MultiModalSegDataPreProcessor (or a data preprocessor '
+                        f'with the attributes modalities, channels, missing_modalities, '
+                        f'missing_ratio); {type(pre).__name__} lacks {lacking}')
+    return pre
+
+
+@contextmanager
+def missing_modalities(model: torch.nn.Module, names: Sequence[str]) -> Iterator[None]:
+    """Run the model with ``names`` entirely missing (EMM), then restore the preprocessor.
+
+    Sets the data preprocessor's ``missing_modalities`` to ``names`` and ``missing_ratio`` to
+    1.0 for the ``with`` block and puts back the previous values afterwards, also when the block
+    raises.
+
+    Args:
+        model (torch.nn.Module): A segmentor (or a wrapper of one) whose data preprocessor is a
+            :class:`~equiseg_mm.models.MultiModalSegDataPreProcessor`.
+        names (Sequence[str]): Modalities to zero after normalisation; at least one of the
+            model's modalities must remain.
+
+    Example:
+        >>> with missing_modalities(model, ['depth']):
+        ...     outputs = model.test_step(data_batch)
+    """
+    pre = _preprocessor(model)
+    saved = (pre.missing_modalities, pre.missing_ratio)
+    try:
+        pre.missing_modalities = tuple(names)
+        pre.missing_ratio = 1.0
+        yield
+    finally:
+        pre.missing_modalities, pre.missing_ratio = saved
+
+
+def _dataset_meta_from_config(cfg: Config, num_classes: Optional[int],
+                              modalities: Sequence[str]) -> dict:
+    """``classes``/``palette``/``modalities`` from the config's dataset, for a model without them.
+
+    The dataset class's ``METAINFO`` updated with the dataset config's ``metainfo``; when the
+    classes do not match the head's ``num_classes`` the classes are named by index, and a
+    missing or mismatched palette is drawn from a fixed seed (as mmseg draws a random one).
+    """
+    meta: dict = {}
+    for key in ('test_dataloader', 'val_dataloader', 'train_dataloader'):
+        ds_cfg = (cfg.get(key) or {}).get('dataset')
+        if not ds_cfg:
+            continue
+        ds_type = ds_cfg.get('type')
+        ds_cls = DATASETS.get(ds_type) if isinstance(ds_type, str) else ds_type
+        meta.update(copy.deepcopy(getattr(ds_cls, 'METAINFO', {}) or {}))
+        meta.update(copy.deepcopy(ds_cfg.get('metainfo') or {}))
+        break
+    classes = list(meta.get('classes') or [])
+    if num_classes is not None and len(classes) != num_classes:
+        classes = [str(i) for i in range(num_classes)]
+    palette = meta.get('palette')
+    if not palette or len(palette) != len(classes):
+        palette = np.random.RandomState(0).randint(0, 256, (len(classes), 3)).tolist()
+    return dict(classes=tuple(classes), palette=[list(map(int, c)) for c in palette],
+                modalities=tuple(modalities))
+
+
+def init_multimodal_model(config: Union[str, Path, Config],
+                          checkpoint: Optional[str] = None,
+                          device: str = 'cpu',
+                          cfg_options: Optional[dict] = None) -> torch.nn.Module:
+    """Build a multimodal segmentor from a config and optionally load a checkpoint.
+
+    The model is built by mmseg's :func:`mmseg.apis.init_model` (pretrained weights switched
+    off, ``train_cfg`` dropped, ``model.cfg`` kept, eval mode) and the checkpoint loaded with
+    mmengine's ``load_checkpoint``. ``model.dataset_meta`` (``classes``, ``palette``,
+    ``modalities``) comes from the checkpoint's ``meta['dataset_meta']`` when it has one, else
+    from the config's dataset (not from mmseg's guess by class count, which would name
+    Cityscapes classes here).
+
+    Args:
+        config (str | Path | Config): Config file or object (a Config is copied, not changed).
+        checkpoint (str, optional): Checkpoint file. Defaults to None (random weights).
+        device (str): Torch device, e.g. 'cpu' or 'cuda:0'. Defaults to 'cpu'.
+        cfg_options (dict, optional): Config overrides, as ``--cfg-options``. Defaults to None.
+
+    Returns:
+        torch.nn.Module: The segmentor in eval mode on ``device``, with ``cfg`` and
+        ``dataset_meta``.
+
+    Raises:
+        FileNotFoundError: The config or checkpoint file does not exist.
+        TypeError: ``config`` is neither a path nor a Config, or the model has no multimodal
+            data preprocessor.
+    """
+    if isinstance(config, (str, Path)):
+        if not osp.isfile(config):
+            raise FileNotFoundError(f'config file {str(config)!r} does not exist')
+        cfg = Config.fromfile(str(config))
+    elif isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        raise TypeError(f'config must be a file path or a Config, got {type(config).__name__}')
+    if checkpoint is not None and '://' not in str(checkpoint) and not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file {str(checkpoint)!r} does not exist')
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    model = init_model(cfg, None, device=device, cfg_options=cfg_options)
+    pre = _preprocessor(model)
+    meta = None
+    if checkpoint is not None:
+        loaded = load_checkpoint(model, str(checkpoint), map_location='cpu')
+        meta = (loaded.get('meta') or {}).get('dataset_meta') if isinstance(loaded, dict) \
+            else None
+    if not meta:
+        head = getattr(model, 'decode_head', None)
+        meta = _dataset_meta_from_config(model.cfg, getattr(head, 'num_classes', None),
+                                         pre.modalities)
+    model.dataset_meta = dict(meta)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def _test_pipeline(model: torch.nn.Module) -> List[dict]:
+    """The config's test pipeline (the test dataset's, else ``test_pipeline``)."""
+    cfg = getattr(_unwrap(model), 'cfg', None)
+    if cfg is None:
+        return [dict(type=_LOADER), dict(type='PackSegInputs')]
+    for key in ('test_dataloader', 'val_dataloader'):
+        pipeline = ((cfg.get(key) or {}).get('dataset') or {}).get('pipeline')
+        if pipeline:
+            return copy.deepcopy(list(pipeline))
+    if cfg.get('test_pipeline'):
+        return copy.deepcopy(list(cfg.test_pipeline))
+    return [dict(type=_LOADER), dict(type='PackSegInputs')]
+
+
+def _type_name(transform: dict) -> str:
+    t = transform.get('type', '')
+    return (t if isinstance(t, str) else getattr(t, '__name__', '')).split('.')[-1]
+
+
+def _split_pipeline(model: torch.nn.Module, channels: Dict[str, int]):
+    """The loader (with the model's channels) and the rest of the test pipeline.
+
+    Annotation loading (``Load...Annotations``, e.g. ``LoadMultiModalAnnotations``) is dropped:
+    new frames have no labels.
+    """
+    pipeline = _test_pipeline(model)
+    loaders = [t for t in pipeline if _type_name(t) == _LOADER]
+    if not loaders:
+        raise ValueError(f'the test pipeline of the config has no {_LOADER} (transforms: '
+                         f'{[_type_name(t) for t in pipeline]}); inference_multimodal takes '
+                         f'its reading options (npz_key, to_float32, backend_args) from it')
+    kwargs = {k: v for k, v in loaders[0].items() if k not in ('type', 'channels')}
+    loader = LoadMultiModalImageFromFiles(channels=channels, **kwargs)
+    rest = [t for t in pipeline if _type_name(t) != _LOADER and not (
+        _type_name(t).startswith('Load') and _type_name(t).endswith('Annotations'))]
+    return loader, Compose(rest)
+
+
+def _check_channels(array: np.ndarray, name: str, want: int, what: str) -> None:
+    got = 1 if array.ndim == 2 else (array.shape[2] if array.ndim == 3 else None)
+    if got in (want, 1) or (got == 4 and want == 3):
+        return
+    also = ' or (H, W, 4) (alpha dropped)' if want == 3 else ''
+    raise ValueError(f'modality {name!r}: expected shape (H, W, {want}), (H, W) or (H, W, 1) '
+                     f'(repeated){also}, got {tuple(array.shape)} from {what}')
+
+
+def _load_inputs(loader: LoadMultiModalImageFromFiles, inputs: Mapping[str, ModalityInput],
+                 modalities: List[str], channels: Dict[str, int]) -> dict:
+    """Read, fit and stack the present modalities; zero placeholders for the absent ones."""
+    present: Dict[str, np.ndarray] = {}
+    sources: Dict[str, str] = {}
+    for name in modalities:
+        src = inputs.get(name)
+        if src is None:
+            continue
+        if isinstance(src, (str, os.PathLike)):
+            path = os.fspath(src)
+            try:
+                array = loader._read(dict(_INFERENCE_DESC), name, path)
+            except FileNotFoundError:
+                raise FileNotFoundError(f'the {name!r} file {path} does not exist') from None
+            what = f'file {path}'
+            sources[name] = path
+        elif isinstance(src, np.ndarray):
+            array, what = src, f'an array of shape {tuple(src.shape)}'
+        else:
+            raise TypeError(f'modality {name!r}: give a file path, an (H, W[, C]) numpy array or '
+                            f'None, got {type(src).__name__}')
+        if array.dtype not in (np.uint8, np.uint16):
+            array = array.astype(np.float32)
+        _check_channels(array, name, channels[name], what)
+        present[name] = loader._fit_channels(array, dict(_INFERENCE_DESC), name, what)
+    if not present:
+        raise ValueError(f'no modality given: give at least one of the model\'s modalities '
+                         f'{modalities} (a file path or an array)')
+
+    # Choice: the largest present modality sets the size (the first in modality order among
+    # equals); with every modality present and the first one largest this is the loader's rule.
+    ref_name = max(present, key=lambda n: present[n].shape[0] * present[n].shape[1])
+    ref_h, ref_w = present[ref_name].shape[:2]
+    for name, array in present.items():
+        try:
+            present[name] = loader._fit_size(array, (ref_h, ref_w), ref_name,
+                                             dict(_INFERENCE_DESC), name, name)
+        except ValueError:
+            raise ValueError(
+                f'modality {name!r}: got shape {tuple(array.shape)}, expected '
+                f'{(ref_h, ref_w, channels[name])} (the size of {ref_name!r}) or a smaller size '
+                f'with the same aspect ratio (resized with nearest neighbour)') from None
+    as_float = loader.to_float32 or any(a.dtype != np.uint8 for a in present.values())
+    dtype = np.float32 if as_float else np.uint8
+    stacked = [present[n].astype(dtype) if n in present else
+               np.zeros((ref_h, ref_w, channels[n]), dtype) for n in modalities]
+    img = np.ascontiguousarray(np.concatenate(stacked, axis=2))
+    results = dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
+                   modalities=list(modalities), modality_channels=[channels[n] for n in modalities],
+                   modality_paths=sources)
+    if sources:
+        results['img_path'] = sources[next(iter(sources))]
+    return results
+
+
+def inference_multimodal(model: torch.nn.Module,
+                         modality_files: Mapping[str, ModalityInput]) -> SegDataSample:
+    """Segment one multimodal frame in which any modality may be absent.
+
+    Present modalities are read and fitted as :class:`LoadMultiModalImageFromFiles` does (a
+    1-channel image is repeated to the model's channel count, a 4-channel one keeps its first 3,
+    a smaller modality with the same aspect ratio is resized with nearest neighbour); the
+    largest present modality sets the size. Each absent modality gets a zero placeholder and is
+    zeroed by the data preprocessor after normalisation (``missing_modalities``, EMM), exactly as
+    the missing-modality test does; the preprocessor's ``missing_modalities`` and
+    ``missing_ratio`` are restored afterwards, also on error (its ``noise_density`` is left as
+    configured). The rest of the config's test pipeline runs without annotation loading.
+
+    Args:
+        model (torch.nn.Module): From :func:`init_multimodal_model`.
+        modality_files (Mapping[str, str | PathLike | np.ndarray | None]): Modality name ->
+            image/``.npy``/``.npz`` file, or an already loaded (H, W) / (H, W, C) array. Colour
+            arrays are taken in BGR order, as ``mmcv.imread``/``cv2.imread`` return them and as
+            the files are read. A missing key or None means the sensor is absent.
+
+    Returns:
+        SegDataSample: ``pred_sem_seg`` (1, H, W) and ``seg_logits`` at the size of the largest
+        present modality; the metainfo also holds ``present_modalities`` and
+        ``missing_modalities`` (tuples of names).
+
+    Raises:
+        ValueError: An unknown modality name (the message lists the model's), no modality at
+            all, or a modality whose channels or size cannot be fitted (names it, the expected
+            and the got shape).
+        FileNotFoundError: A modality file does not exist (names the modality and the path).
+    """
+    pre = _preprocessor(model)
+    modalities = list(pre.modalities)
+    unknown = [n for n in modality_files if n not in modalities]
+    if unknown:
+        raise ValueError(f'unknown modality {unknown}; the model\'s modalities are {modalities}')
+    channels = dict(zip(modalities, [int(c) for c in pre.channels]))
+    loader, rest = _split_pipeline(model, channels)
+    results = _load_inputs(loader, modality_files, modalities, channels)
+    packed = rest(results)
+    present = tuple(n for n in modalities if modality_files.get(n) is not None)
+    absent = tuple(n for n in modalities if n not in present)
+    data = dict(inputs=[packed['inputs']], data_samples=[packed['data_samples']])
+    with missing_modalities(model, absent), torch.no_grad():
+        result = model.test_step(data)[0]
+    result.set_metainfo(dict(present_modalities=present, missing_modalities=absent))
+    return result
+
+
+def _read_rgb(rgb: Union[str, os.PathLike, np.ndarray], hw: tuple) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB image of size ``hw`` from a file or a BGR/grey array."""
+    if isinstance(rgb, (str, os.PathLike)):
+        path = os.fspath(rgb)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'the rgb image {path} does not exist')
+        image = mmcv.imread(path, flag='color', channel_order='rgb')
+    else:
+        image = np.asarray(rgb)
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[..., 0]
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f'rgb: expected an (H, W, 3) BGR or (H, W) grey array, got shape '
+                             f'{tuple(image.shape)}')
+        image = mmcv.bgr2rgb(np.ascontiguousarray(image[..., :3]))
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.shape[:2] != tuple(hw):
+        image = mmcv.imresize(image, (hw[1], hw[0]), interpolation='bilinear')
+    return image
+
+
+def save_prediction(model: torch.nn.Module,
+                    result: SegDataSample,
+                    out_path: str,
+                    rgb: Union[None, str, os.PathLike, np.ndarray] = None,
+                    opacity: float = 0.5,
+                    with_labels: bool = False) -> Dict[str, str]:
+    """Write the predicted label map and a coloured overlay.
+
+    ``out_path`` gets the label map (a 1-channel PNG of class indices; 16-bit when there are
+    more than 256 classes); ``<out_path stem>_overlay.png`` the palette of
+    ``model.dataset_meta`` drawn by mmseg's :class:`SegLocalVisualizer`, blended with
+    ``opacity`` on ``rgb`` when given, else the palette image alone.
+
+    Args:
+        model (torch.nn.Module): The segmentor; its ``dataset_meta`` gives classes and palette.
+        result (SegDataSample): From :func:`inference_multimodal` (needs ``pred_sem_seg``).
+        out_path (str): Path of the label PNG; folders are created.
+        rgb (str | PathLike | np.ndarray, optional): Image to draw on: a file, or an array in
+            BGR order (as :func:`inference_multimodal` takes it); resized to the prediction if
+            needed. Defaults to None.
+        opacity (float): Weight of the palette colours, in (0, 1]. Defaults to 0.5.
+        with_labels (bool): Write class names on the overlay. Defaults to False.
+
+    Returns:
+        dict[str, str]: ``{'label': path, 'overlay': path}``.
+    """
+    if not str(out_path).lower().endswith('.png'):
+        raise ValueError(f'out_path must name a .png file (label maps must be lossless), got '
+                         f'{str(out_path)!r}')
+    if not 0.0 < float(opacity) <= 1.0:
+        raise ValueError(f'opacity must be in (0, 1], got {opacity!r}')
+    if 'pred_sem_seg' not in result:
+        raise ValueError('result has no pred_sem_seg; pass the output of inference_multimodal')
+    meta = getattr(_unwrap(model), 'dataset_meta', None) or {}
+    if not meta.get('classes') or not meta.get('palette'):
+        raise ValueError('model.dataset_meta has no classes/palette; build the model with '
+                         'init_multimodal_model')
+    label = result.pred_sem_seg.data.detach().cpu().numpy()[0]
+    label = label.astype(np.uint8 if len(meta['classes']) <= 256 else np.uint16)
+    out_path = os.fspath(out_path)
+    overlay_path = osp.splitext(out_path)[0] + '_overlay.png'
+    mmcv.imwrite(label, out_path)
+
+    if rgb is None:
+        image, alpha = np.zeros(label.shape + (3, ), np.uint8), 1.0
+    else:
+        image, alpha = _read_rgb(rgb, label.shape), float(opacity)
+    # constructed directly, not by get_instance: it stays out of mmengine's instance registry
+    visualizer = SegLocalVisualizer(name='equiseg_mm_save_prediction', alpha=alpha)
+    visualizer.dataset_meta = dict(classes=meta['classes'], palette=meta['palette'])
+    visualizer.add_datasample('prediction', image, result, draw_gt=False, draw_pred=True,
+                              with_labels=with_labels, out_file=overlay_path)
+    return dict(label=out_path, overlay=overlay_path)

@@ -1,0 +1,288 @@
+"""One picture per sample: every input modality, the ground truth, and the predictions with all
+modalities and with each single modality missing.
+
+Panel layout (a grid of titled tiles, read left to right)::
+
+    | rgb        | depth       | event       | lidar       | ground truth |
+    | pred: all  | pred: no rgb| pred: no dep| pred: no evt| pred: no lid |
+
+Inputs are shown as they look (3-channel files in colour, 1-channel ones in grey, non-8-bit data
+min-max scaled); label maps are painted with the dataset palette by mmseg's
+:class:`SegLocalVisualizer`. :func:`visualize_modalities` writes the panels of some dataset
+samples; ``tools/visualize_modalities.py`` and
+:class:`~equiseg_mm.engine.MultiModalVisualizationHook` call it.
+"""
+import copy
+import os
+import os.path as osp
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import cv2
+import mmcv
+import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.model import is_model_wrapper
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+from mmseg.visualization import SegLocalVisualizer
+
+from ..apis.inference import missing_modalities
+
+LabelLike = Union[np.ndarray, torch.Tensor, PixelData]
+
+_BAR = 22  # title bar height, pixels
+_GAP = 4  # white gap between tiles, pixels
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if is_model_wrapper(model) else model
+
+
+def _label_array(label: LabelLike) -> np.ndarray:
+    """An (H, W) int64 array from an (H, W) / (1, H, W) array, tensor or PixelData."""
+    if isinstance(label, PixelData):
+        label = label.data
+    if isinstance(label, torch.Tensor):
+        label = label.detach().cpu().numpy()
+    label = np.asarray(label)
+    if label.ndim == 3 and label.shape[0] == 1:
+        label = label[0]
+    if label.ndim != 2:
+        raise ValueError(f'a label map must be (H, W) or (1, H, W), got shape {label.shape}')
+    return label.astype(np.int64)
+
+
+def _modality_image(values: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB picture of one modality's (C, H, W) raw values."""
+    if values.dtype != np.uint8:
+        values = values.astype(np.float32)
+        lo, hi = float(values.min()), float(values.max())
+        values = ((values - lo) / (hi - lo) * 255 if hi > lo else values * 0).astype(np.uint8)
+    if values.shape[0] == 3:  # read by cv2: BGR
+        return np.ascontiguousarray(values[::-1].transpose(1, 2, 0))
+    return np.repeat(values[0][..., None], 3, axis=2)  # grey (first channel)
+
+
+def _fit(image: np.ndarray, hw: Tuple[int, int], nearest: bool) -> np.ndarray:
+    if image.shape[:2] == tuple(hw):
+        return image
+    return mmcv.imresize(image, (hw[1], hw[0]), interpolation='nearest' if nearest else 'area')
+
+
+def _titled(tile: np.ndarray, title: str) -> np.ndarray:
+    """The tile under a white bar with ``title`` (shrunk to fit the tile width)."""
+    width = tile.shape[1]
+    bar = np.full((_BAR, width, 3), 255, np.uint8)
+    scale = 0.45
+    while scale > 0.2 and cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] \
+            > width - 6:
+        scale -= 0.05
+    cv2.putText(bar, title, (3, _BAR - 7), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return np.concatenate([bar, tile], axis=0)
+
+
+def _prediction_title(missing: Sequence[str]) -> str:
+    return 'pred: all' if not missing else 'pred: no ' + '+'.join(missing)
+
+
+def draw_modality_panel(inputs: Union[np.ndarray, torch.Tensor],
+                        modalities: Sequence[str],
+                        channels: Sequence[int],
+                        predictions: Mapping[Tuple[str, ...], LabelLike],
+                        dataset_meta: dict,
+                        gt: Optional[LabelLike] = None,
+                        header: Optional[str] = None,
+                        rgb_modality: str = 'rgb',
+                        opacity: float = 1.0,
+                        tile_width: Tuple[int, int] = (224, 512)
+                        ) -> Tuple[np.ndarray, dict]:
+    """Draw the panel of one sample.
+
+    Row 1: each modality of ``inputs``, then the ground truth (when given). Row 2: each
+    prediction, in the order of ``predictions``. Every tile has the size of the inputs scaled so
+    that its width lies in ``tile_width``; label maps of another size are resized with nearest
+    neighbour.
+
+    Args:
+        inputs (np.ndarray | torch.Tensor): (sum(C), H, W) raw stacked modalities, before
+            normalisation (a dataset sample's ``inputs``); 3-channel modalities in BGR order.
+        modalities (Sequence[str]): Modality names in stacking order.
+        channels (Sequence[int]): Channels per modality.
+        predictions (Mapping[tuple[str, ...], label]): Missing modalities -> predicted label map
+            ((H, W), (1, H, W) or PixelData); ``()`` is the prediction with all modalities.
+        dataset_meta (dict): ``classes`` and ``palette``.
+        gt (label, optional): Ground-truth label map; values outside the classes (ignore) stay
+            black. Defaults to None.
+        header (str, optional): A line above the grid (e.g. the file name). Defaults to None.
+        rgb_modality (str): Modality the label colours are blended on when ``opacity`` < 1.
+            Defaults to 'rgb'.
+        opacity (float): Weight of the palette colours in (0, 1]; 1.0 paints the palette alone.
+            Defaults to 1.0.
+        tile_width (tuple[int, int]): Smallest and largest tile width. Defaults to (224, 512).
+
+    Returns:
+        tuple[np.ndarray, dict]: The (H, W, 3) uint8 RGB panel and its layout: ``rows`` (list of
+        rows of tile titles, None for an empty cell), ``tile_hw`` (tile size without the title
+        bar), ``bar`` (title bar height), ``gap`` (pixels between tiles), ``header`` (height of
+        the header bar, 0 without one).
+    """
+    if len(modalities) != len(channels):
+        raise ValueError(f'got {len(modalities)} modalities {list(modalities)} but '
+                         f'{len(channels)} channel counts {list(channels)}')
+    if not 0.0 < float(opacity) <= 1.0:
+        raise ValueError(f'opacity must be in (0, 1], got {opacity!r}')
+    if not dataset_meta.get('classes') or not dataset_meta.get('palette'):
+        raise ValueError('dataset_meta needs classes and palette')
+    values = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) \
+        else np.asarray(inputs)
+    if values.ndim != 3 or values.shape[0] != sum(channels):
+        raise ValueError(f'inputs must be (sum(C)={sum(channels)}, H, W) for modalities '
+                         f'{list(modalities)} with channels {list(channels)}, got shape '
+                         f'{values.shape}')
+    h, w = values.shape[1:]
+    width = int(min(max(w, tile_width[0]), tile_width[1]))
+    hw = (max(1, round(h * width / w)), width)
+
+    pictures, start = {}, 0
+    for name, ch in zip(modalities, channels):
+        pictures[name] = _modality_image(values[start:start + ch])
+        start += ch
+    base = pictures.get(rgb_modality)
+
+    # constructed directly, not by get_instance: it stays out of mmengine's instance registry
+    visualizer = SegLocalVisualizer(name='equiseg_mm_modality_panel', alpha=float(opacity))
+    visualizer.dataset_meta = dict(classes=dataset_meta['classes'],
+                                   palette=dataset_meta['palette'])
+
+    def paint(label: LabelLike) -> np.ndarray:
+        label = _label_array(label)
+        under = np.zeros(label.shape + (3, ), np.uint8) if base is None else \
+            _fit(base, label.shape, nearest=False)
+        sample = SegDataSample(pred_sem_seg=PixelData(data=torch.from_numpy(label[None])))
+        visualizer.add_datasample('label', under, sample, draw_gt=False, draw_pred=True,
+                                  with_labels=False)
+        return _fit(visualizer.get_image(), hw, nearest=True)
+
+    row1 = [(name, _fit(pictures[name], hw, nearest=False)) for name in modalities]
+    if gt is not None:
+        row1.append(('ground truth', paint(gt)))
+    row2 = [(_prediction_title(missing), paint(label)) for missing, label in predictions.items()]
+    rows = [r for r in (row1, row2) if r]
+    cols = max(len(r) for r in rows)
+
+    cell_h, cell_w = hw[0] + _BAR, hw[1]
+    grid_w = cols * cell_w + (cols - 1) * _GAP
+    blocks = []
+    if header:
+        blocks.append(_titled(np.full((0, grid_w, 3), 255, np.uint8), header))
+    for r, row in enumerate(rows):
+        line = np.full((cell_h, grid_w, 3), 255, np.uint8)
+        for c, (title, tile) in enumerate(row):
+            x = c * (cell_w + _GAP)
+            line[:, x:x + cell_w] = _titled(tile, title)
+        if r:
+            blocks.append(np.full((_GAP, grid_w, 3), 255, np.uint8))
+        blocks.append(line)
+    panel = np.concatenate(blocks, axis=0)
+    layout = dict(rows=[[t for t, _ in row] + [None] * (cols - len(row)) for row in rows],
+                  tile_hw=hw, bar=_BAR, gap=_GAP, header=_BAR if header else 0)
+    return panel, layout
+
+
+def predict_modality_variants(model: torch.nn.Module, data_batch: dict,
+                              variants: Optional[Sequence[Sequence[str]]] = None
+                              ) -> Dict[Tuple[str, ...], List[SegDataSample]]:
+    """Predict a batch with all modalities and with each single modality missing.
+
+    Each variant runs ``model.test_step`` on a copy of the batch's data samples with the
+    variant's modalities zeroed after normalisation (:func:`missing_modalities`).
+
+    Args:
+        model (torch.nn.Module): A multimodal segmentor (or a wrapper of one).
+        data_batch (dict): ``inputs`` and ``data_samples``, as a dataloader gives them.
+        variants (Sequence[Sequence[str]], optional): Missing-modality sets to run. Defaults to
+            None: ``()`` then each single modality (only ``()`` for a one-modality model).
+
+    Returns:
+        dict[tuple[str, ...], list[SegDataSample]]: Missing modalities -> predictions.
+    """
+    model = _unwrap(model)
+    names = list(model.data_preprocessor.modalities)
+    if variants is None:
+        variants = [()] + ([(m, ) for m in names] if len(names) > 1 else [])
+    out = {}
+    for missing in variants:
+        batch = dict(data_batch, data_samples=copy.deepcopy(data_batch['data_samples']))
+        with missing_modalities(model, missing), torch.no_grad():
+            out[tuple(missing)] = model.test_step(batch)
+    return out
+
+
+def visualize_modalities(model: torch.nn.Module,
+                         dataset,
+                         out_dir: str,
+                         num_samples: int = 4,
+                         indices: Optional[Sequence[int]] = None,
+                         opacity: float = 1.0,
+                         prefix: str = '',
+                         tile_width: Tuple[int, int] = (224, 512)) -> List[str]:
+    """Write one panel PNG (see :func:`draw_modality_panel`) per dataset sample.
+
+    Args:
+        model (torch.nn.Module): A multimodal segmentor (or a wrapper of one); its train/eval
+            mode and its data preprocessor's missing-modality settings are restored afterwards.
+        dataset: A dataset giving ``inputs`` and ``data_samples`` (with ``gt_sem_seg`` when it
+            has labels), e.g. the test dataset of a config; its ``metainfo`` gives classes and
+            palette (else ``model.dataset_meta``).
+        out_dir (str): Output folder (created).
+        num_samples (int): How many samples, from the first. Defaults to 4.
+        indices (Sequence[int], optional): Sample indices instead of the first ``num_samples``.
+            Defaults to None.
+        opacity (float): Palette weight of the label tiles, see :func:`draw_modality_panel`.
+            Defaults to 1.0.
+        prefix (str): File name prefix. Defaults to ''.
+        tile_width (tuple[int, int]): Smallest and largest tile width. Defaults to (224, 512).
+
+    Returns:
+        list[str]: The written files, ``<out_dir>/<prefix><index:04d>_<file stem>.png``.
+    """
+    if indices is None:
+        if int(num_samples) < 1:
+            raise ValueError(f'num_samples must be at least 1, got {num_samples!r}')
+        indices = range(min(int(num_samples), len(dataset)))
+    bad = [i for i in indices if not 0 <= int(i) < len(dataset)]
+    if bad:
+        raise ValueError(f'sample indices {bad} are out of range for a dataset of '
+                         f'{len(dataset)} samples')
+    core = _unwrap(model)
+    pre = core.data_preprocessor
+    meta = dict(getattr(dataset, 'metainfo', None) or {})
+    if not meta.get('classes') or not meta.get('palette'):
+        meta = dict(getattr(core, 'dataset_meta', None) or {})
+    os.makedirs(out_dir, exist_ok=True)
+    was_training = core.training
+    core.eval()
+    written = []
+    try:
+        for idx in indices:
+            data = dataset[int(idx)]
+            predictions = predict_modality_variants(core, pseudo_collate([data]))
+            sample = data['data_samples']
+            path = sample.metainfo.get('img_path') or f'sample{int(idx)}'
+            stem = osp.splitext(osp.basename(path))[0]
+            tags = [f'{k}={sample.metainfo[k]}' for k in ('condition', 'case')
+                    if k in sample.metainfo]
+            panel, _ = draw_modality_panel(
+                data['inputs'], pre.modalities, pre.channels,
+                {k: v[0].pred_sem_seg for k, v in predictions.items()}, meta,
+                gt=sample.gt_sem_seg if 'gt_sem_seg' in sample else None,
+                header=' '.join([stem] + tags), rgb_modality=getattr(pre, 'rgb_modality', 'rgb'),
+                opacity=opacity, tile_width=tile_width)
+            out = osp.join(out_dir, f'{prefix}{int(idx):04d}_{stem}.png')
+            mmcv.imwrite(mmcv.rgb2bgr(panel), out)
+            written.append(out)
+    finally:
+        core.train(was_training)
+    return written

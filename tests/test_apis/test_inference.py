@@ -1,0 +1,213 @@
+"""The inference API on the tiny synthetic data: a frame with any modality absent must give what
+the dataset pipeline gives for the same sample with ``missing_modalities`` set."""
+import os.path as osp
+
+import mmcv
+import numpy as np
+import pytest
+import torch
+
+import equiseg_mm  # noqa: F401,I001  (first: compat fixes, registration)
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS
+
+from equiseg_mm.apis import (inference_multimodal, init_multimodal_model, missing_modalities,
+                             save_prediction)
+from equiseg_mm.datasets import make_synthetic_deliver
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = osp.join(ROOT, 'configs', 'equiseg', 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')
+MODS = ['rgb', 'depth', 'event', 'lidar']
+H, W = 48, 64
+DIMS = [8, 8, 8, 8]
+HEADS = [1, 1, 1, 1]
+
+
+def tiny_options(data_root):
+    """cfg_options shrinking the synthetic config's model to 8-channel one-layer stages."""
+    return {
+        'model.backbone.embed_dims': 8, 'model.backbone.num_layers': [1, 1, 1, 1],
+        'model.backbone.num_heads': HEADS, 'model.neck.in_channels': DIMS,
+        'model.neck.num_heads': HEADS, 'model.decode_head.in_channels': DIMS,
+        'model.decode_head.channels': 16, 'model.auxiliary_head.in_channels': DIMS,
+        'test_dataloader.dataset.data_root': str(data_root),
+    }
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+    """Tiny data, a random-weight model and the test dataset built from the same config."""
+    root = tmp_path_factory.mktemp('infer') / 'synthetic_deliver'
+    make_synthetic_deliver(str(root), num_train=4, num_val=4, num_test=4, size=(H, W))
+    torch.manual_seed(0)
+    model = init_multimodal_model(CONFIG, cfg_options=tiny_options(root))
+    init_default_scope('mmseg')
+    dataset = DATASETS.build(model.cfg.test_dataloader.dataset)
+    return model, dataset
+
+
+def _reference(model, dataset, idx, missing):
+    """The dataset-pipeline prediction of sample ``idx`` with ``missing`` zeroed."""
+    pre = model.data_preprocessor
+    saved = pre.missing_modalities
+    pre.missing_modalities = missing
+    try:
+        with torch.no_grad():
+            return model.test_step(pseudo_collate([dataset[idx]]))[0]
+    finally:
+        pre.missing_modalities = saved
+
+
+def _files(dataset, idx):
+    return dict(dataset.get_data_info(idx)['modality_paths'])
+
+
+@pytest.mark.parametrize('missing', [(), ('rgb', ), ('depth', ), ('event', ), ('lidar', ),
+                                     ('rgb', 'event', 'lidar')])
+def test_absent_modality_equals_dataset_path_with_missing_modalities(world, missing):
+    model, dataset = world
+    files = _files(dataset, 1)
+    given = {m: (None if m in missing else p) for m, p in files.items()}
+    if missing:
+        del given[missing[0]]  # a missing key and a None value both mean absent
+    out = inference_multimodal(model, given)
+    ref = _reference(model, dataset, 1, missing)
+    assert out.pred_sem_seg.data.shape == (1, H, W)
+    assert torch.equal(out.seg_logits.data, ref.seg_logits.data)
+    assert torch.equal(out.pred_sem_seg.data, ref.pred_sem_seg.data)
+    assert out.metainfo['missing_modalities'] == missing
+    assert out.metainfo['present_modalities'] == tuple(m for m in MODS if m not in missing)
+    assert model.data_preprocessor.missing_modalities == ()
+    if missing:  # the placeholder really is zeroed: without the protocol the logits differ
+        full = _reference(model, dataset, 1, ())
+        assert not torch.equal(out.seg_logits.data, full.seg_logits.data)
+
+
+def test_arrays_equal_files_and_grey_arrays_are_repeated(world):
+    model, dataset = world
+    files = _files(dataset, 0)
+    arrays = {m: mmcv.imread(p, flag='unchanged') for m, p in files.items()}
+    from_files = inference_multimodal(model, files)
+    from_arrays = inference_multimodal(model, arrays)
+    assert torch.equal(from_files.seg_logits.data, from_arrays.seg_logits.data)
+
+    grey = arrays['depth'][..., 0]
+    mixed = dict(files, depth=grey)
+    as_three = dict(files, depth=np.repeat(grey[..., None], 3, axis=2))
+    assert torch.equal(inference_multimodal(model, mixed).seg_logits.data,
+                       inference_multimodal(model, as_three).seg_logits.data)
+
+
+def test_smaller_modality_is_resized_and_rgb_may_be_absent(world):
+    model, dataset = world
+    files = _files(dataset, 0)
+    event = mmcv.imread(files['event'], flag='unchanged')
+    small = event[::2, ::2]  # 24x32, the event-low-resolution case
+    out = inference_multimodal(model, dict(event=small, lidar=files['lidar']))
+    assert out.pred_sem_seg.data.shape == (1, H, W)
+    # the largest present modality sets the size, whichever comes first
+    out = inference_multimodal(model, dict(depth=small, lidar=files['lidar']))
+    assert out.pred_sem_seg.data.shape == (1, H, W)
+    # nearest resize of the small one equals giving the resized array
+    nearest = mmcv.imresize(small, (W, H), interpolation='nearest')
+    assert torch.equal(
+        inference_multimodal(model, dict(event=small, lidar=files['lidar'])).seg_logits.data,
+        inference_multimodal(model, dict(event=nearest, lidar=files['lidar'])).seg_logits.data)
+
+
+def test_errors_name_the_problem(world, tmp_path):
+    model, dataset = world
+    files = _files(dataset, 0)
+    with pytest.raises(ValueError, match=r"unknown modality \['thermal'\].*'rgb', 'depth', "
+                                         r"'event', 'lidar'"):
+        inference_multimodal(model, dict(files, thermal=files['rgb']))
+    with pytest.raises(ValueError, match=r"'depth'.*\(H, W, 3\).*got \(48, 64, 2\)"):
+        inference_multimodal(model, dict(rgb=files['rgb'], depth=np.zeros((H, W, 2), np.uint8)))
+    with pytest.raises(ValueError, match=r"'lidar'.*got shape \(48, 40, 3\).*\(48, 64, 3\)"):
+        inference_multimodal(model, dict(rgb=files['rgb'], lidar=np.zeros((H, 40, 3), np.uint8)))
+    missing = tmp_path / 'nope_depth.png'
+    with pytest.raises(FileNotFoundError, match=r"'depth'.*nope_depth\.png"):
+        inference_multimodal(model, dict(rgb=files['rgb'], depth=str(missing)))
+    for nothing in ({}, dict(rgb=None, depth=None)):
+        with pytest.raises(ValueError, match=r'no modality given.*rgb'):
+            inference_multimodal(model, nothing)
+    with pytest.raises(TypeError, match="'rgb'"):
+        inference_multimodal(model, dict(rgb=42))
+
+
+def test_preprocessor_state_is_restored_on_error(world, monkeypatch):
+    model, dataset = world
+    pre = model.data_preprocessor
+    pre.missing_modalities, pre.missing_ratio = ('lidar', ), 0.5
+    seen = {}
+
+    def boom(data):
+        seen.update(missing=pre.missing_modalities, ratio=pre.missing_ratio)
+        raise RuntimeError('forward failed')
+
+    monkeypatch.setattr(model, 'test_step', boom)
+    try:
+        with pytest.raises(RuntimeError, match='forward failed'):
+            inference_multimodal(model, dict(rgb=_files(dataset, 0)['rgb']))
+        assert seen == dict(missing=('depth', 'event', 'lidar'), ratio=1.0)
+        assert (pre.missing_modalities, pre.missing_ratio) == (('lidar', ), 0.5)
+        with pytest.raises(ValueError):  # missing everything: refused, state untouched
+            with missing_modalities(model, MODS):
+                pass
+        assert (pre.missing_modalities, pre.missing_ratio) == (('lidar', ), 0.5)
+    finally:
+        pre.missing_modalities, pre.missing_ratio = (), 1.0
+
+
+def test_save_prediction_writes_labels_and_overlays(world, tmp_path):
+    model, dataset = world
+    files = _files(dataset, 0)
+    result = inference_multimodal(model, files)
+    pred = result.pred_sem_seg.data[0].numpy()
+    palette = np.array(model.dataset_meta['palette'], np.uint8)
+
+    paths = save_prediction(model, result, str(tmp_path / 'out' / 'frame.png'))
+    assert paths == dict(label=str(tmp_path / 'out' / 'frame.png'),
+                         overlay=str(tmp_path / 'out' / 'frame_overlay.png'))
+    label = mmcv.imread(paths['label'], flag='unchanged')
+    assert label.dtype == np.uint8 and label.shape == (H, W)
+    np.testing.assert_array_equal(label, pred)
+    overlay = mmcv.imread(paths['overlay'], channel_order='rgb')
+    np.testing.assert_array_equal(overlay, palette[pred])  # no rgb: the palette alone
+
+    paths = save_prediction(model, result, str(tmp_path / 'blend.png'), rgb=files['rgb'],
+                            opacity=0.5)
+    rgb = mmcv.imread(files['rgb'], channel_order='rgb').astype(np.float64)
+    blended = mmcv.imread(paths['overlay'], channel_order='rgb').astype(np.float64)
+    expected = rgb * 0.5 + palette[pred] * 0.5
+    assert np.abs(blended - expected).max() <= 1.0
+
+    with pytest.raises(ValueError, match='.png'):
+        save_prediction(model, result, str(tmp_path / 'frame.jpg'))
+    with pytest.raises(ValueError, match='opacity'):
+        save_prediction(model, result, str(tmp_path / 'x.png'), opacity=0.0)
+
+
+def test_init_multimodal_model_meta_and_checkpoint(world, tmp_path):
+    model, _ = world
+    assert model.dataset_meta['classes'][:2] == ('Building', 'Fence')
+    assert len(model.dataset_meta['palette']) == 25
+    assert model.dataset_meta['modalities'] == tuple(MODS)
+    assert not model.training and isinstance(model.cfg, Config)
+
+    ckpt = tmp_path / 'tiny.pth'
+    meta = dict(classes=tuple(f'c{i}' for i in range(25)), palette=[[i, i, i] for i in range(25)])
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(dataset_meta=meta)), ckpt)
+    data_root = model.cfg.test_dataloader.dataset.data_root
+    torch.manual_seed(1)  # a different random init, overwritten by the checkpoint
+    loaded = init_multimodal_model(CONFIG, str(ckpt), cfg_options=tiny_options(data_root))
+    assert loaded.dataset_meta['classes'][0] == 'c0'
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        init_multimodal_model(str(tmp_path / 'nope.py'))
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        init_multimodal_model(CONFIG, str(tmp_path / 'nope.pth'))

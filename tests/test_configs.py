@@ -47,6 +47,8 @@ def test_config_builds_and_runs(path, tmp_path):
     assert list(cfg.model.backbone.modalities) == mods
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert list(cfg[loader].dataset.modalities) == mods, loader
+    assert cfg.model.neck.get('num_modalities', len(mods)) == len(mods)
+    assert 'data_preprocessor' not in cfg  # only model.data_preprocessor, no stale copy
     cfg.work_dir = str(tmp_path)
     # a tiny input: pad to a multiple of 32 instead of the 1024x1024 crop, small slide windows
     cfg.model.data_preprocessor.size = None
@@ -71,3 +73,10 @@ def test_config_builds_and_runs(path, tmp_path):
         logits = model(**data, mode='tensor')
     assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 96)
     assert logits.shape[1] == cfg.model.decode_head.num_classes
+    # the configured test loop builds (it needs the model's preprocessor and the metric)
+    if cfg.test_cfg.get('type') == 'MissingModalityTestLoop':
+        from equiseg_mm.engine import MissingModalityTestLoop
+        from unittest import mock
+        with mock.patch.object(Runner, 'build_dataloader', lambda self, loader, **kw: loader):
+            loop = runner.build_test_loop(runner._test_loop)
+        assert isinstance(loop, MissingModalityTestLoop)

@@ -22,7 +22,7 @@ _FIXED = ('config', 'checkpoint', 'modality', 'out_dir', 'device', 'opacity', 'n
 def _config_modalities(config: str) -> List[str]:
     from mmengine.config import Config
     cfg = Config.fromfile(config)
-    names = cfg.get('modalities') or cfg.model.data_preprocessor.get('modalities')
+    names = cfg.model.data_preprocessor.get('modalities') or cfg.get('modalities')
     if not names:
         raise ValueError(f'config {config} names no modalities (top-level `modalities` or '
                          f'model.data_preprocessor.modalities)')

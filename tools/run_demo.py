@@ -60,8 +60,8 @@ def _run(name, config, args):
     if args.max_iters:  # shrink warm-up and decay to the shorter schedule
         old = cfg.param_scheduler[-1]['end']
         for sched in cfg.param_scheduler:
-            for key in ('begin', 'end'):
-                sched[key] = round(sched[key] * args.max_iters / old)
+            sched['begin'] = min(round(sched['begin'] * args.max_iters / old), args.max_iters - 1)
+            sched['end'] = max(sched['begin'] + 1, round(sched['end'] * args.max_iters / old))
     runner = runner_from_config(cfg)
     start = time.time()
     runner.train()

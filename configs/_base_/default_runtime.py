@@ -13,6 +13,7 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
-randomness = dict(seed=0)
+# diff_rank_seed: each rank draws its own augmentation and modality-dropout randomness
+randomness = dict(seed=0, diff_rank_seed=True)
 # Stop at the first NaN/Inf loss, before a broken checkpoint is saved (equiseg_mm/engine).
 custom_hooks = [dict(type='FiniteLossHook')]

@@ -138,8 +138,6 @@ def runner_from_config(cfg: Config):
 def common_arguments(parser, launcher_choices: Sequence[str] = ('none', 'pytorch', 'slurm',
                                                                   'mpi')) -> None:
     """Add the arguments ``tools/train.py`` and ``tools/test.py`` share (mmseg's surface)."""
-    import os
-
     from mmengine.config import DictAction
     parser.add_argument('--work-dir', help='the dir to save logs, checkpoints and reports')
     parser.add_argument(
@@ -148,5 +146,5 @@ def common_arguments(parser, launcher_choices: Sequence[str] = ('none', 'pytorch
         'model.auxiliary_head.loss_weight=0.5')
     parser.add_argument('--launcher', choices=list(launcher_choices), default='none',
                         help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK itself
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    os.environ.setdefault('LOCAL_RANK', '0')

@@ -3,6 +3,8 @@ import math
 import os.path as osp
 from typing import Optional
 
+import torch
+from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
@@ -36,8 +38,14 @@ class FiniteLossHook(Hook):
             value = float(value.detach().mean()) if hasattr(value, 'detach') else value
             if isinstance(value, float) and not math.isfinite(value):
                 bad[key] = value
-        if not bad:
+        # In DDP a NaN on one rank poisons every rank's weights through the gradient all-reduce,
+        # so all ranks must stop together (else rank 0 would still save the broken checkpoint).
+        flag = torch.tensor([1.0 if bad else 0.0])
+        all_reduce(flag, op='max')
+        if flag.item() == 0:
             return
+        if not bad:
+            bad = {'loss (on another rank)': float('nan')}
         last = osp.join(runner.work_dir, 'last_checkpoint')
         where = (f'the last good checkpoint is listed in {last}' if osp.exists(last) else
                  'no checkpoint was written yet')

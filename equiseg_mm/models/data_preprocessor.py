@@ -92,8 +92,14 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
             largest sample (mmseg asserts instead).
         pad_val (Number): Padding value of the inputs. Defaults to 0.
         seg_pad_val (Number): Padding value of the segmentation maps. Defaults to 255.
-        bgr_to_rgb (bool): Flip the channels of ``rgb_modality`` (BGR -> RGB). Defaults to False.
-        rgb_modality (str): Name of the colour modality. Defaults to 'rgb'.
+        bgr_to_rgb (bool): Flip the channels of the ``bgr_modalities`` (BGR -> RGB). Defaults to
+            False.
+        rgb_modality (str): Name of the colour modality (what overlays and pictures blend on).
+            Defaults to 'rgb'.
+        bgr_modalities (Sequence[str], optional): The modalities ``bgr_to_rgb`` flips. Defaults
+            to None: every 3-channel modality, because cv2 decodes every 3-channel image file in
+            BGR order and the flip restores the file's own channel order (HHA, event and lidar
+            images then reach their branches as the CMNeXt reference loader reads them).
         missing_modalities (Sequence[str]): Modalities zeroed after normalisation, in training
             and testing. Defaults to ().
         missing_ratio (float): In (0, 1]. 1.0 zeroes the whole missing modalities (EMM); below 1
@@ -126,6 +132,7 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
                  seg_pad_val: Number = 255,
                  bgr_to_rgb: bool = False,
                  rgb_modality: str = 'rgb',
+                 bgr_modalities: Optional[Sequence[str]] = None,
                  missing_modalities: Sequence[str] = (),
                  missing_ratio: float = 1.0,
                  noise_density: float = 0.0,
@@ -149,14 +156,25 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
         self.slices = channel_slices(self._modalities, channels)
         self.total_channels = sum(channels)
 
-        if bgr_to_rgb:
-            check_modalities([rgb_modality], self._modalities, what='rgb_modality')
-            width = self.slices[rgb_modality].stop - self.slices[rgb_modality].start
-            if width != 3:
-                raise ValueError(f'bgr_to_rgb needs rgb_modality {rgb_modality!r} to have 3 '
-                                 f'channels, it has {width}')
+        if bgr_modalities is None:
+            bgr_modalities = [m for m, c in zip(self._modalities, channels) if c == 3]
+        elif isinstance(bgr_modalities, str):
+            bgr_modalities = [bgr_modalities]
+        check_modalities(list(bgr_modalities), self._modalities, what='modality in bgr_modalities')
+        for name in bgr_modalities:
+            width = self.slices[name].stop - self.slices[name].start
+            if bgr_to_rgb and width != 3:
+                raise ValueError(f'bgr_to_rgb needs the bgr_modalities to have 3 channels; '
+                                 f'{name!r} has {width}')
         self.bgr_to_rgb = bool(bgr_to_rgb)
         self.rgb_modality = rgb_modality
+        self.bgr_modalities = [m for m in self._modalities if m in bgr_modalities]
+        # channel permutation applied by bgr_to_rgb (identity outside the flipped modalities)
+        order = list(range(self.total_channels))
+        for name in self.bgr_modalities:
+            sl = self.slices[name]
+            order[sl] = order[sl][::-1]
+        self._bgr_order = order
 
         mean_values = _per_modality(mean, 'mean', IMAGENET_MEAN, self._modalities, channels)
         std_values = _per_modality(std, 'std', IMAGENET_STD, self._modalities, channels)
@@ -300,13 +318,19 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
                     f'for modalities={self._modalities} sums to {self.total_channels}; set '
                     f'`channels` to match the stacked image')
         samples = data_samples if data_samples is not None else [None] * len(inputs)
+        for sample in samples:
+            names = (getattr(sample, 'metainfo', None) or {}).get('modalities')
+            if names is not None and list(names) != self._modalities:
+                raise ValueError(
+                    f'the sample {sample.metainfo.get("img_path", "")!r} stacks modalities '
+                    f'{list(names)} but the data preprocessor expects {self._modalities}: name '
+                    'the same modalities in the same order in the dataset and the model')
 
         outputs = []
         for _input, sample in zip(inputs, samples):
             _input = _input.float()
-            if self.bgr_to_rgb:
-                sl = self.slices[self.rgb_modality]
-                _input = torch.cat([_input[:sl.start], _input[sl][[2, 1, 0]], _input[sl.stop:]])
+            if self.bgr_to_rgb and self.bgr_modalities:
+                _input = _input[self._bgr_order]
             if self._noise_density > 0:
                 draws = self._uniform(_input.shape, _input.device,
                                       self._generator(sample, 'noise', training))

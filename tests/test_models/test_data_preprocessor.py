@@ -61,17 +61,36 @@ def test_default_is_imagenet_for_every_modality_and_one_list_for_all():
 
 
 @pytest.mark.parametrize('mods', [['rgb', 'depth'], ['depth', 'rgb']])
-def test_bgr_to_rgb_flips_only_the_rgb_modality(mods):
-    dp = identity(mods, bgr_to_rgb=True)
+def test_bgr_to_rgb_flips_the_chosen_modalities(mods):
     x = torch.arange(1, 7, dtype=torch.uint8).view(6, 1, 1).expand(6, 2, 3).contiguous()
+
+    def run(**kwargs):
+        dp = identity(mods, bgr_to_rgb=True, **kwargs)
+        return dp(dict(inputs=[x], data_samples=[sample(2, 3)]))['inputs'][0, :, 0, 0].tolist()
+
+    # default: every 3-channel modality (cv2 decoded all of them as BGR)
+    assert run() == [3, 2, 1, 6, 5, 4]
+    rgb_first = mods[0] == 'rgb'
+    assert run(bgr_modalities=['rgb']) == ([3, 2, 1, 4, 5, 6] if rgb_first else [1, 2, 3, 6, 5, 4])
+    assert run(bgr_modalities=['depth']) == ([1, 2, 3, 6, 5, 4] if rgb_first
+                                             else [3, 2, 1, 4, 5, 6])
+
+
+def test_bgr_to_rgb_leaves_other_channel_counts_alone():
+    dp = identity(['rgb', 'depth'], channels=[3, 1], bgr_to_rgb=True)
+    x = torch.arange(1, 5, dtype=torch.uint8).view(4, 1, 1).expand(4, 2, 3).contiguous()
     out = dp(dict(inputs=[x], data_samples=[sample(2, 3)]))['inputs'][0, :, 0, 0].tolist()
-    if mods[0] == 'rgb':
-        assert out == [3, 2, 1, 4, 5, 6]
-    else:
-        assert out == [1, 2, 3, 6, 5, 4]
-    dp = identity(mods, bgr_to_rgb=True, rgb_modality='depth')
-    out = dp(dict(inputs=[x], data_samples=[sample(2, 3)]))['inputs'][0, :, 0, 0].tolist()
-    assert out == ([1, 2, 3, 6, 5, 4] if mods[0] == 'rgb' else [3, 2, 1, 4, 5, 6])
+    assert out == [3, 2, 1, 4]
+
+
+def test_modality_order_mismatch_is_an_error():
+    dp = identity(['rgb', 'depth'])
+    s = sample(2, 3)
+    s.set_metainfo(dict(modalities=['depth', 'rgb'], img_path='a/b_rgb.png'))
+    with pytest.raises(ValueError, match=r"b_rgb.png.*\['depth', 'rgb'\].*\['rgb', 'depth'\]"):
+        dp(dict(inputs=[torch.zeros(6, 2, 3, dtype=torch.uint8)], data_samples=[s]))
+    s.set_metainfo(dict(modalities=['rgb', 'depth']))
+    dp(dict(inputs=[torch.zeros(6, 2, 3, dtype=torch.uint8)], data_samples=[s]))
 
 
 def test_padding_training_and_test():
@@ -208,10 +227,12 @@ def test_bad_config(kwargs, match):
 
 
 def test_bad_rgb_modality_and_channel_mismatch_at_forward():
-    with pytest.raises(ValueError, match=r"rgb_modality \['rgb'\].*\['depth', 'lidar'\]"):
-        MultiModalSegDataPreProcessor(modalities=['depth', 'lidar'], bgr_to_rgb=True)
+    with pytest.raises(ValueError, match=r"bgr_modalities \['rgb'\].*\['depth', 'lidar'\]"):
+        MultiModalSegDataPreProcessor(modalities=['depth', 'lidar'], bgr_to_rgb=True,
+                                      bgr_modalities=['rgb'])
     with pytest.raises(ValueError, match='3 channels'):
-        MultiModalSegDataPreProcessor(modalities=['rgb'], channels=[1], bgr_to_rgb=True)
+        MultiModalSegDataPreProcessor(modalities=['rgb'], channels=[1], bgr_to_rgb=True,
+                                      bgr_modalities=['rgb'])
     dp = MultiModalSegDataPreProcessor(modalities=MODS)
     with pytest.raises(ValueError, match=r'9 channels but channels=\[3, 3, 3, 3\].*12'):
         dp(batch(c=9))

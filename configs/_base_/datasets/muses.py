@@ -1,7 +1,6 @@
 # MUSES (ETH, 2024): frame camera + event camera + lidar (+ radar) projected to the camera frame.
 dataset_type = 'MUSESDataset'
 data_root = 'data/muses'
-_modalities = ['rgb', 'event', 'lidar']  # leaf configs override with `modalities`
 crop_size = (1024, 1024)
 meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor',
              'flip', 'flip_direction', 'reduce_zero_label', 'modalities', 'condition',
@@ -25,14 +24,16 @@ train_dataloader = dict(
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root, split='train', modalities=_modalities,
+    dataset=dict(type=dataset_type, data_root=data_root, split='train',
+                 modalities=['rgb', 'event', 'lidar'],
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, split='val', modalities=_modalities,
+    dataset=dict(type=dataset_type, data_root=data_root, split='val',
+                 modalities=['rgb', 'event', 'lidar'],
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='ModalityBalanceMetric', group_keys=('condition', 'time_of_day'))

@@ -5,17 +5,16 @@
 modalities = ['rgb', 'depth', 'event', 'lidar']
 modality_channels = [3, 3, 3, 3]
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-data_preprocessor = dict(
-    type='MultiModalSegDataPreProcessor',
-    modalities=modalities,
-    channels=modality_channels,
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255,
-    size=None)
 model = dict(
     type='EncoderDecoder',
-    data_preprocessor=data_preprocessor,
+    data_preprocessor=dict(
+        type='MultiModalSegDataPreProcessor',
+        modalities=modalities,
+        channels=modality_channels,
+        bgr_to_rgb=True,  # cv2 decodes every 3-channel file as BGR: restore the files' order
+        pad_val=0,
+        seg_pad_val=255,
+        size=None),
     pretrained=None,
     backbone=dict(
         type='MultiModalMiT',

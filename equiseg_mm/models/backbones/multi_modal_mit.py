@@ -4,6 +4,7 @@ Besides :class:`MultiModalMiT`, this file holds two small public helpers the oth
 and ``tools/convert_mit_checkpoint.py`` use: :func:`convert_segformer_mit_keys` (official
 SegFormer ``mit_b*.pth`` key names -> mmseg's) and :func:`use_fast_attention`.
 """
+import contextlib
 import copy
 import logging
 import re
@@ -268,6 +269,7 @@ class MultiModalMiT(BaseModule):
             raise ValueError(f'in_channels must be an int or one int per modality, '
                              f'got {in_channels!r}')
         self._slices = channel_slices(self.modalities, in_channels)  # validates counts and names
+        self._branch_cache: Optional[dict] = None
         self.in_channels = [int(c) for c in in_channels]
         if branch is not None and not isinstance(branch, Mapping):
             raise ValueError(f'branch must be None (MiT) or a backbone config dict, got {branch!r}')
@@ -361,7 +363,49 @@ class MultiModalMiT(BaseModule):
             raise ValueError(
                 f'MultiModalMiT expects (B, {sum(self.in_channels)}, H, W) for modalities '
                 f'{self.modalities} with channels {self.in_channels}, got {tuple(x.shape)}')
-        per_branch = [branch(x[:, self._slices[name]])
-                      for name, branch in zip(self.modalities, self.branches)]
+        per_branch = [self._run_branch(n, branch, x[:, self._slices[name]])
+                      for n, (name, branch) in enumerate(zip(self.modalities, self.branches))]
         return tuple(torch.stack([outs[i] for outs in per_branch], dim=1)
                      for i in range(len(per_branch[0])))
+
+    @contextlib.contextmanager
+    def reuse_branch_outputs(self, max_zero_shapes: int = 4):
+        """Within this context, an inference pass reuses a branch's output when the branch sees
+        the same input as in an earlier pass: an all-zero input (a missing modality) or the same
+        tensor values as its previous input.
+
+        The missing-modality evaluation runs every modality subset on the same batch; the
+        branches are independent, so each branch only needs two runs per batch (its real input
+        and zeros) instead of one per subset. Results are bit-identical: the same computation
+        on the same values. Only active in eval mode without gradients.
+
+        Args:
+            max_zero_shapes (int): How many input shapes of zero-input outputs to keep.
+                Defaults to 4.
+        """
+        self._branch_cache = dict(zero={}, last={}, max_zero_shapes=max_zero_shapes, hits=0)
+        try:
+            yield self._branch_cache
+        finally:
+            self._branch_cache = None
+
+    def _run_branch(self, index: int, branch: nn.Module, x: Tensor):
+        cache = self._branch_cache
+        if cache is None or self.training or torch.is_grad_enabled():
+            return branch(x)
+        if not x.any():
+            key = (index, tuple(x.shape), x.dtype, x.device)
+            if key not in cache['zero']:
+                if len(cache['zero']) >= cache['max_zero_shapes'] * len(self.branches):
+                    cache['zero'].clear()
+                cache['zero'][key] = branch(x)
+            else:
+                cache['hits'] += 1
+            return cache['zero'][key]
+        last = cache['last'].get(index)
+        if last is not None and last[0].shape == x.shape and torch.equal(last[0], x):
+            cache['hits'] += 1
+            return last[1]
+        out = branch(x)
+        cache['last'][index] = (x, out)
+        return out

@@ -256,3 +256,39 @@ def test_official_checkpoint_loads_through_init_cfg_and_tool(tmp_path):
     converted = torch.load(dst, map_location='cpu')
     assert converted.keys() == state.keys()
     assert all(torch.equal(converted[k], v) for k, v in state.items())
+
+
+def test_reuse_branch_outputs_is_exact_and_runs_each_branch_twice():
+    from equiseg_mm.utils import modality_subsets
+    mods = ['rgb', 'depth', 'event']
+    model = MultiModalMiT(modalities=mods, **TINY).eval()
+    calls = []
+    for n, branch in enumerate(model.branches):
+        branch.register_forward_hook(lambda m, i, o, n=n: calls.append(n))
+    x = torch.randn(2, 9, 64, 96)
+
+    def subset_input(subset):
+        y = x.clone()
+        for i, m in enumerate(mods):
+            if m not in subset:
+                y[:, 3 * i:3 * i + 3] = 0
+        return y
+
+    subsets = modality_subsets(mods)
+    with torch.no_grad():
+        plain = [model(subset_input(s)) for s in subsets]
+        calls.clear()
+        with model.reuse_branch_outputs() as cache:
+            reused = [model(subset_input(s)) for s in subsets]
+    for a, b in zip(plain, reused):
+        for fa, fb in zip(a, b):
+            assert torch.equal(fa, fb)
+    assert sorted(calls) == [0, 0, 1, 1, 2, 2]  # real input and zeros, once per branch
+    assert cache['hits'] == len(subsets) * len(mods) - 6
+    # outside the context, in training, or with gradients nothing is cached
+    assert model._branch_cache is None
+    calls.clear()
+    with model.reuse_branch_outputs(), torch.enable_grad():
+        model(x)
+        model(x)
+    assert len(calls) == 6

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
-from mmengine.model import is_model_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
@@ -32,20 +31,15 @@ from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
 from ..datasets.transforms import LoadMultiModalImageFromFiles
-
-ModalityInput = Union[None, str, os.PathLike, np.ndarray]
+from ..datasets.transforms.load_multi_modal_image_from_files import ModalitySource
+from ..utils import unwrap_model
 
 _LOADER = 'LoadMultiModalImageFromFiles'
-_INFERENCE_DESC = dict(sample_idx='-', sample_name='inference input')  # named in loader errors
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if is_model_wrapper(model) else model
 
 
 def _preprocessor(model: torch.nn.Module):
     """The model's data preprocessor; it must implement the missing-modality protocol."""
-    pre = getattr(_unwrap(model), 'data_preprocessor', None)
+    pre = getattr(unwrap_model(model), 'data_preprocessor', None)
     lacking = [a for a in ('modalities', 'channels', 'missing_modalities', 'missing_ratio')
                if not hasattr(pre, a)]
     if lacking:
@@ -169,7 +163,7 @@ def init_multimodal_model(config: Union[str, Path, Config],
 
 def _test_pipeline(model: torch.nn.Module) -> List[dict]:
     """The config's test pipeline (the test dataset's, else ``test_pipeline``)."""
-    cfg = getattr(_unwrap(model), 'cfg', None)
+    cfg = getattr(unwrap_model(model), 'cfg', None)
     if cfg is None:
         return [dict(type=_LOADER), dict(type='PackSegInputs')]
     for key in ('test_dataloader', 'val_dataloader'):
@@ -205,83 +199,39 @@ def _split_pipeline(model: torch.nn.Module, channels: Dict[str, int]):
     return loader, Compose(rest)
 
 
-def _check_channels(array: np.ndarray, name: str, want: int, what: str) -> None:
-    got = 1 if array.ndim == 2 else (array.shape[2] if array.ndim == 3 else None)
-    if got in (want, 1) or (got == 4 and want == 3):
-        return
-    also = ' or (H, W, 4) (alpha dropped)' if want == 3 else ''
-    raise ValueError(f'modality {name!r}: expected shape (H, W, {want}), (H, W) or (H, W, 1) '
-                     f'(repeated){also}, got {tuple(array.shape)} from {what}')
+def _load_inputs(loader: LoadMultiModalImageFromFiles, inputs: Mapping[str, ModalitySource],
+                 modalities: List[str]) -> dict:
+    """Read, fit and stack the present modalities; zero placeholders for the absent ones.
 
-
-def _load_inputs(loader: LoadMultiModalImageFromFiles, inputs: Mapping[str, ModalityInput],
-                 modalities: List[str], channels: Dict[str, int]) -> dict:
-    """Read, fit and stack the present modalities; zero placeholders for the absent ones."""
-    present: Dict[str, np.ndarray] = {}
-    sources: Dict[str, str] = {}
-    for name in modalities:
-        src = inputs.get(name)
-        if src is None:
-            continue
-        if isinstance(src, (str, os.PathLike)):
-            path = os.fspath(src)
-            try:
-                array = loader._read(dict(_INFERENCE_DESC), name, path)
-            except FileNotFoundError:
-                raise FileNotFoundError(f'the {name!r} file {path} does not exist') from None
-            what = f'file {path}'
-            sources[name] = path
-        elif isinstance(src, np.ndarray):
-            array, what = src, f'an array of shape {tuple(src.shape)}'
-        else:
-            raise TypeError(f'modality {name!r}: give a file path, an (H, W[, C]) numpy array or '
-                            f'None, got {type(src).__name__}')
-        if array.dtype not in (np.uint8, np.uint16):
-            array = array.astype(np.float32)
-        _check_channels(array, name, channels[name], what)
-        present[name] = loader._fit_channels(array, dict(_INFERENCE_DESC), name, what)
-    if not present:
-        raise ValueError(f'no modality given: give at least one of the model\'s modalities '
-                         f'{modalities} (a file path or an array)')
-
-    # Choice: the largest present modality sets the size (the first in modality order among
-    # equals); with every modality present and the first one largest this is the loader's rule.
-    ref_name = max(present, key=lambda n: present[n].shape[0] * present[n].shape[1])
-    ref_h, ref_w = present[ref_name].shape[:2]
-    for name, array in present.items():
-        try:
-            present[name] = loader._fit_size(array, (ref_h, ref_w), ref_name,
-                                             dict(_INFERENCE_DESC), name, name)
-        except ValueError:
-            raise ValueError(
-                f'modality {name!r}: got shape {tuple(array.shape)}, expected '
-                f'{(ref_h, ref_w, channels[name])} (the size of {ref_name!r}) or a smaller size '
-                f'with the same aspect ratio (resized with nearest neighbour)') from None
-    as_float = loader.to_float32 or any(a.dtype != np.uint8 for a in present.values())
-    dtype = np.float32 if as_float else np.uint8
-    stacked = [present[n].astype(dtype) if n in present else
-               np.zeros((ref_h, ref_w, channels[n]), dtype) for n in modalities]
-    img = np.ascontiguousarray(np.concatenate(stacked, axis=2))
+    Choice: the largest present modality sets the size (the first in modality order among
+    equals); with every modality present and the first one largest this is the loader's rule.
+    """
+    sources = {name: inputs.get(name) for name in modalities}
+    img, channels = loader.load_modalities(sources, size_from='largest')
+    paths = {name: os.fspath(src) for name, src in sources.items()
+             if isinstance(src, (str, os.PathLike))}
     results = dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
-                   modalities=list(modalities), modality_channels=[channels[n] for n in modalities],
-                   modality_paths=sources)
-    if sources:
-        results['img_path'] = sources[next(iter(sources))]
+                   modalities=list(modalities), modality_channels=channels,
+                   modality_paths=paths)
+    if paths:
+        results['img_path'] = next(iter(paths.values()))
     return results
 
 
 def inference_multimodal(model: torch.nn.Module,
-                         modality_files: Mapping[str, ModalityInput]) -> SegDataSample:
+                         modality_files: Mapping[str, ModalitySource]) -> SegDataSample:
     """Segment one multimodal frame in which any modality may be absent.
 
-    Present modalities are read and fitted as :class:`LoadMultiModalImageFromFiles` does (a
-    1-channel image is repeated to the model's channel count, a 4-channel one keeps its first 3,
-    a smaller modality with the same aspect ratio is resized with nearest neighbour); the
-    largest present modality sets the size. Each absent modality gets a zero placeholder and is
-    zeroed by the data preprocessor after normalisation (``missing_modalities``, EMM), exactly as
-    the missing-modality test does; the preprocessor's ``missing_modalities`` and
-    ``missing_ratio`` are restored afterwards, also on error (its ``noise_density`` is left as
-    configured). The rest of the config's test pipeline runs without annotation loading.
+    Present modalities are read and fitted by
+    :meth:`LoadMultiModalImageFromFiles.load_modalities`, with the rules of the dataset pipeline
+    (a 1-channel image is repeated to the model's channel count, a 4-channel one keeps its first
+    3, a smaller modality with the same aspect ratio is resized with nearest neighbour, float
+    data must be finite); the largest present modality sets the size. Each absent modality gets
+    a zero placeholder and is zeroed by the data preprocessor after normalisation
+    (``missing_modalities``, EMM), exactly as the missing-modality test does; the
+    preprocessor's ``missing_modalities`` and ``missing_ratio`` are restored afterwards, also on
+    error (its ``noise_density`` is left as configured). The rest of the config's test pipeline
+    runs without annotation loading.
 
     Args:
         model (torch.nn.Module): From :func:`init_multimodal_model`.
@@ -297,9 +247,10 @@ def inference_multimodal(model: torch.nn.Module,
 
     Raises:
         ValueError: An unknown modality name (the message lists the model's), no modality at
-            all, or a modality whose channels or size cannot be fitted (names it, the expected
-            and the got shape).
+            all, a modality whose channels or size cannot be fitted (names it, the expected
+            and the got shape), or one with NaN/Inf values (names it and counts them).
         FileNotFoundError: A modality file does not exist (names the modality and the path).
+        TypeError: A modality is neither a path, an array nor None.
     """
     pre = _preprocessor(model)
     modalities = list(pre.modalities)
@@ -308,7 +259,7 @@ def inference_multimodal(model: torch.nn.Module,
         raise ValueError(f'unknown modality {unknown}; the model\'s modalities are {modalities}')
     channels = dict(zip(modalities, [int(c) for c in pre.channels]))
     loader, rest = _split_pipeline(model, channels)
-    results = _load_inputs(loader, modality_files, modalities, channels)
+    results = _load_inputs(loader, modality_files, modalities)
     packed = rest(results)
     present = tuple(n for n in modalities if modality_files.get(n) is not None)
     absent = tuple(n for n in modalities if n not in present)
@@ -376,7 +327,7 @@ def save_prediction(model: torch.nn.Module,
         raise ValueError(f'opacity must be in (0, 1], got {opacity!r}')
     if 'pred_sem_seg' not in result:
         raise ValueError('result has no pred_sem_seg; pass the output of inference_multimodal')
-    meta = getattr(_unwrap(model), 'dataset_meta', None) or {}
+    meta = getattr(unwrap_model(model), 'dataset_meta', None) or {}
     if not meta.get('classes') or not meta.get('palette'):
         raise ValueError('model.dataset_meta has no classes/palette; build the model with '
                          'init_multimodal_model')

@@ -35,27 +35,20 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Dict, List, Optional, Sequence, Tuple
+import tempfile
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from .deliver_dataset import DELIVERDataset
 from .transforms.simulate_sensor_failure import FAILURE_CASES, corrupt_modality
 
-#: DeLiVER's 25 classes and palette, in label order.
-DELIVER_CLASSES = (
-    'Building', 'Fence', 'Other', 'Pedestrian', 'Pole', 'RoadLine', 'Road', 'SideWalk',
-    'Vegetation', 'Cars', 'Wall', 'TrafficSign', 'Sky', 'Ground', 'Bridge', 'RailTrack',
-    'GroundRail', 'TrafficLight', 'Static', 'Dynamic', 'Water', 'Terrain', 'TwoWheeler', 'Bus',
-    'Truck')
-DELIVER_PALETTE = (
-    (70, 70, 70), (100, 40, 40), (55, 90, 80), (220, 20, 60), (153, 153, 153), (157, 234, 50),
-    (128, 64, 128), (244, 35, 232), (107, 142, 35), (0, 0, 142), (102, 102, 156), (220, 220, 0),
-    (70, 130, 180), (81, 0, 81), (150, 100, 100), (230, 150, 140), (180, 165, 180),
-    (250, 170, 30), (110, 190, 160), (170, 120, 50), (45, 60, 150), (145, 170, 100), (0, 0, 230),
-    (0, 60, 100), (0, 0, 70))
-CONDITIONS = ('cloud', 'fog', 'night', 'rain', 'sun')
-SPLITS = ('train', 'val', 'test')
+#: DeLiVER's 25 classes and palette, in label order (from :class:`DELIVERDataset`).
+DELIVER_CLASSES = tuple(DELIVERDataset.METAINFO['classes'])
+DELIVER_PALETTE = tuple(tuple(c) for c in DELIVERDataset.METAINFO['palette'])
+CONDITIONS = DELIVERDataset.CONDITIONS
+SPLITS = DELIVERDataset.SPLITS
 
 _ID = {name: i for i, name in enumerate(DELIVER_CLASSES)}
 BUILDING, FENCE, PEDESTRIAN, POLE = _ID['Building'], _ID['Fence'], _ID['Pedestrian'], _ID['Pole']
@@ -312,29 +305,166 @@ def _meta(seed: int, size: Tuple[int, int], counts: Dict[str, int], conditions: 
     )
 
 
-def _prepare_root(root: str, meta: dict, overwrite: bool) -> None:
-    meta_path = osp.join(root, 'synthetic_meta.json')
-    if not osp.isdir(root) or not os.listdir(root):
+_META_FILE = 'synthetic_meta.json'
+_PARTIAL = '.partial-'  # hidden sibling folders: '.<root name>.partial-<pid>-<random>'
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_names(values: Sequence[str], allowed: Sequence[str], what: str) -> Tuple[str, ...]:
+    if isinstance(values, str):
+        raise ValueError(f'{what} must be a sequence of names, not the string {values!r}; '
+                         f'e.g. ({values!r}, )')
+    values = tuple(values)
+    for value in values:
+        if value not in allowed:
+            raise ValueError(f'unknown {what[:-1]} {value!r}; allowed values are {list(allowed)}')
+    return values
+
+
+def _check_arguments(root, counts: Dict[str, int], size, seed, conditions, cases,
+                     failure_severity, frames_per_sequence, overwrite) -> tuple:
+    """Validate every argument (before anything is written); return the normalised ones."""
+    if not isinstance(root, (str, os.PathLike)):
+        raise ValueError(f'root must be a folder path, got {root!r}')
+    for key, value in counts.items():
+        if not _is_int(value) or value < 0:
+            raise ValueError(f'num_{key} must be an int >= 0, got {value!r}')
+    if (isinstance(size, str) or not hasattr(size, '__len__') or len(size) != 2
+            or not all(_is_int(s) and s >= 16 for s in size)):
+        raise ValueError(f'size must be (H, W), two ints >= 16, got {size!r}')
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f'seed must be an int >= 0, got {seed!r}')
+    conditions = _check_names(conditions, CONDITIONS, 'conditions')
+    if not conditions:
+        raise ValueError(f'conditions must not be empty; allowed values are {list(CONDITIONS)}')
+    cases = _check_names(cases, DELIVERDataset.CASES, 'cases')
+    if not _is_int(failure_severity) or not 1 <= failure_severity <= 5:
+        raise ValueError(f'failure_severity must be an int in 1..5, got {failure_severity!r}')
+    if not _is_int(frames_per_sequence) or frames_per_sequence < 1:
+        raise ValueError(f'frames_per_sequence must be an int >= 1, got {frames_per_sequence!r}')
+    if not isinstance(overwrite, bool):
+        raise ValueError(f'overwrite must be True or False, got {overwrite!r}')
+    return ({k: int(v) for k, v in counts.items()}, (int(size[0]), int(size[1])), int(seed),
+            conditions, cases, int(failure_severity), int(frames_per_sequence))
+
+
+def _samples(plans: Dict[str, List[Tuple[str, str, str]]]) -> Iterator[tuple]:
+    """(split index, index in split, frame number, condition, case, sequence) of every sample."""
+    frame = 0
+    for split_idx, split in enumerate(SPLITS):
+        for idx, (condition, case, sequence) in enumerate(plans[split]):
+            yield split_idx, idx, frame, condition, case, sequence
+            frame += 1
+
+
+def _sample_files(root: str, split: str, frame: int, condition: str,
+                  sequence: str) -> Dict[str, str]:
+    """Modality name (and 'semantic') -> file of one sample."""
+    folders = dict(_MODALITY_DIRS, semantic='semantic')
+    tokens = dict(_MODALITY_TOKENS, semantic='semantic')
+    return {key: osp.join(root, folder, condition, split, sequence,
+                          f'{frame:06d}_{tokens[key]}_front.png')
+            for key, folder in folders.items()}
+
+
+def _read_meta(root: str) -> Optional[dict]:
+    try:
+        with open(osp.join(root, _META_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(root: str, meta: dict, plans: dict) -> bool:
+    """``root`` holds this very dataset: the same meta file and every sample file."""
+    if _read_meta(root) != meta:
+        return False
+    return all(osp.isfile(path)
+               for split_idx, _, frame, condition, _, sequence in _samples(plans)
+               for path in _sample_files(root, SPLITS[split_idx], frame, condition,
+                                         sequence).values())
+
+
+def _check_root(root: str, meta: dict, overwrite: bool) -> None:
+    """Refuse a ``root`` that holds something else, unless ``overwrite``."""
+    if osp.exists(root) and not osp.isdir(root):
+        raise FileExistsError(f'{root} is a file; give a folder for the dataset')
+    if overwrite or not osp.isdir(root) or not os.listdir(root):
         return
-    existing = None
-    if osp.isfile(meta_path):
+    existing = _read_meta(root)
+    if existing == meta:
+        return  # this dataset, incomplete: rewriting it gives the same files
+    what = ('a synthetic dataset with other settings' if existing is not None else
+            'files that are not this synthetic dataset')
+    raise FileExistsError(f'{root} is not empty and holds {what}; pass overwrite=True '
+                          f'(--overwrite) to replace it, or choose another folder')
+
+
+def _remove_stale_partials(root: str) -> None:
+    """Delete the partial folders of runs that were killed (their process has ended)."""
+    parent, prefix = osp.dirname(root), f'.{osp.basename(root)}{_PARTIAL}'
+    for entry in os.listdir(parent):
+        pid = entry[len(prefix):].split('-')[0] if entry.startswith(prefix) else ''
+        if not pid.isdigit():
+            continue
         try:
-            with open(meta_path) as f:
-                existing = json.load(f)
-        except (OSError, ValueError):
-            existing = None
-    if existing == meta and not overwrite:
-        return  # the same dataset: rewriting gives byte-identical files
-    if not overwrite:
-        what = ('a synthetic dataset with other settings' if existing is not None else
-                'files that are not this synthetic dataset')
-        raise FileExistsError(f'{root} is not empty and holds {what}; pass overwrite=True '
-                              f'(--overwrite) to replace it, or choose another folder')
-    for sub in list(_MODALITY_DIRS.values()) + ['semantic']:
-        if osp.isdir(osp.join(root, sub)):
-            shutil.rmtree(osp.join(root, sub))
-    if osp.isfile(meta_path):
-        os.remove(meta_path)
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(osp.join(parent, entry), ignore_errors=True)
+        except (PermissionError, OSError):
+            pass  # running (as another user), or unknown: leave it
+
+
+def _move_into_place(partial: str, root: str) -> None:
+    """Put the finished dataset of ``partial`` at ``root``; the meta file arrives last."""
+    if not osp.isdir(root) or not os.listdir(root):
+        if osp.isdir(root):
+            os.rmdir(root)
+        os.replace(partial, root)  # a single rename: a reader sees all or nothing
+        return
+    # ``root`` also holds other files (overwrite, or an incomplete copy of this dataset): swap
+    # our folders by renames; the old meta file leaves first, the new one comes last.
+    old = tempfile.mkdtemp(prefix=f'.{osp.basename(root)}{_PARTIAL}{os.getpid()}-',
+                           dir=osp.dirname(root))
+    entries = [_META_FILE] + list(_MODALITY_DIRS.values()) + ['semantic']
+    for entry in entries:
+        if osp.lexists(osp.join(root, entry)):
+            os.replace(osp.join(root, entry), osp.join(old, entry))
+    for entry in entries[1:] + entries[:1]:
+        if osp.lexists(osp.join(partial, entry)):
+            os.replace(osp.join(partial, entry), osp.join(root, entry))
+    shutil.rmtree(old)
+    os.rmdir(partial)
+
+
+def _write_dataset(out: str, meta: dict, plans: dict, seed: int, size: Tuple[int, int],
+                   failure_severity: int) -> None:
+    h, w = size
+    for split_idx, idx, frame, condition, case, sequence in _samples(plans):
+        rng = np.random.default_rng([seed, split_idx, idx])
+        scene = _render_scene(rng, h, w)
+        _apply_condition(scene, condition, rng)
+        arrays = dict(rgb=_to_uint8(scene['rgb']), depth=_to_uint8(scene['depth']),
+                      event=_to_uint8(scene['event']), lidar=_to_uint8(scene['lidar']))
+        if case != 'clean':
+            target = FAILURE_CASES[case]
+            arrays[target] = corrupt_modality(
+                arrays[target], case, failure_severity,
+                np.random.default_rng([seed, split_idx, idx, 1]),
+                keep_size=case != 'eventlowres')
+        semantic = np.zeros((h, w, 3), np.uint8)
+        semantic[..., 2] = scene['label'] + 1        # R channel of the file (cv2 is BGR)
+        arrays['rgb'] = np.ascontiguousarray(arrays['rgb'][..., ::-1])  # RGB -> cv2 BGR
+        arrays['semantic'] = semantic
+        paths = _sample_files(out, SPLITS[split_idx], frame, condition, sequence)
+        for key, array in arrays.items():
+            _write(paths[key], array)
+    with open(osp.join(out, _META_FILE), 'w') as f:
+        json.dump(meta, f, indent=2)
+        f.write('\n')
 
 
 def make_synthetic_deliver(root: str,
@@ -344,7 +474,7 @@ def make_synthetic_deliver(root: str,
                            size: Tuple[int, int] = (96, 128),
                            seed: int = 0,
                            conditions: Sequence[str] = ('sun', 'night', 'fog'),
-                           cases: Sequence[str] = tuple(FAILURE_CASES),
+                           cases: Sequence[str] = DELIVERDataset.CASES,
                            failure_severity: int = 4,
                            frames_per_sequence: int = 4,
                            overwrite: bool = False) -> dict:
@@ -362,13 +492,20 @@ def make_synthetic_deliver(root: str,
     draws from its own generator seeded with ``(seed, split, index)``, so the files are
     byte-identical for a seed.
 
+    Every argument is checked before anything is written. When ``root`` already holds this very
+    dataset (the same meta file, every file present) the summary is returned at once, without
+    rewriting. Otherwise the files are written into a hidden sibling folder
+    (``.<root name>.partial-<pid>-<random>``) that is renamed to ``root`` at the end, so an
+    interrupted run leaves ``root`` as it was; the partial folder of a killed run is deleted by
+    the next run.
+
     Args:
         root (str): Output folder (the ``DELIVER`` folder of the real layout).
         num_train (int): Training samples. Defaults to 160.
         num_val (int): Validation samples. Defaults to 48.
         num_test (int): Test samples. Defaults to 48.
         size (tuple[int, int]): (H, W) of the frames. Defaults to (96, 128).
-        seed (int): Seed of every random draw. Defaults to 0.
+        seed (int): Seed of every random draw, >= 0. Defaults to 0.
         conditions (Sequence[str]): Conditions to cycle through, of 'cloud', 'fog', 'night',
             'rain', 'sun'. Defaults to ('sun', 'night', 'fog').
         cases (Sequence[str]): Failure cases for val/test, of 'motionblur', 'overexposure',
@@ -378,8 +515,9 @@ def make_synthetic_deliver(root: str,
             Defaults to 4.
         frames_per_sequence (int): Frames per sequence folder. Defaults to 4.
         overwrite (bool): Replace a non-empty ``root`` holding something else (only the five
-            modality folders and the meta file are removed). A ``root`` holding this very dataset
-            is rewritten without it. Defaults to False.
+            modality folders and the meta file are replaced; other files stay), and rewrite even
+            a complete copy of this dataset. Without it, a ``root`` holding an incomplete copy of
+            this very dataset is rewritten. Defaults to False.
 
     Returns:
         dict: Summary: ``root``, ``seed``, ``size``, ``num_samples`` per split, ``conditions``
@@ -387,74 +525,42 @@ def make_synthetic_deliver(root: str,
         ``pairs`` (class A, class B, modality) and ``meta_path``.
 
     Raises:
-        ValueError: A bad count, size, condition, case, severity or frames_per_sequence.
-        FileExistsError: ``root`` is not empty, holds something else and ``overwrite`` is False.
+        ValueError: A bad count, size, seed, condition, case, severity, frames_per_sequence or
+            overwrite.
+        FileExistsError: ``root`` is not empty, holds something else and ``overwrite`` is False,
+            or it is a file.
     """
-    counts = dict(train=num_train, val=num_val, test=num_test)
-    for key, value in counts.items():
-        if not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f'num_{key} must be an int >= 0, got {value!r}')
-    if len(size) != 2 or min(int(s) for s in size) < 16:
-        raise ValueError(f'size must be (H, W) with H, W >= 16, got {size!r}')
-    size = (int(size[0]), int(size[1]))
-    conditions, cases = tuple(conditions), tuple(cases)
-    if not conditions:
-        raise ValueError(f'conditions must not be empty; allowed values are {list(CONDITIONS)}')
-    for cond in conditions:
-        if cond not in CONDITIONS:
-            raise ValueError(f'unknown condition {cond!r}; allowed values are {list(CONDITIONS)}')
-    for case in cases:
-        if case not in FAILURE_CASES:
-            raise ValueError(f'unknown case {case!r}; allowed values are {list(FAILURE_CASES)}')
-    if failure_severity not in (1, 2, 3, 4, 5):
-        raise ValueError(f'failure_severity must be an int in 1..5, got {failure_severity!r}')
-    if not isinstance(frames_per_sequence, int) or frames_per_sequence < 1:
-        raise ValueError(f'frames_per_sequence must be an int >= 1, got {frames_per_sequence!r}')
-
-    seed = int(seed)
+    counts, size, seed, conditions, cases, failure_severity, frames_per_sequence = \
+        _check_arguments(root, dict(train=num_train, val=num_val, test=num_test), size, seed,
+                         conditions, cases, failure_severity, frames_per_sequence, overwrite)
     meta = _meta(seed, size, counts, conditions, cases, failure_severity, frames_per_sequence)
-    root = osp.abspath(root)
-    _prepare_root(root, meta, overwrite)
-    os.makedirs(root, exist_ok=True)
-
-    h, w = size
-    frame = 0
+    plans = {split: _plan_split(split, counts[split], conditions, cases, frames_per_sequence)
+             for split in SPLITS}
     per_condition = {s: {} for s in SPLITS}
     per_case = {s: {} for s in SPLITS}
-    for split_idx, split in enumerate(SPLITS):
-        plan = _plan_split(split, counts[split], conditions, cases, frames_per_sequence)
-        for idx, (condition, case, sequence) in enumerate(plan):
-            rng = np.random.default_rng([seed, split_idx, idx])
-            scene = _render_scene(rng, h, w)
-            _apply_condition(scene, condition, rng)
-            arrays = dict(rgb=_to_uint8(scene['rgb']), depth=_to_uint8(scene['depth']),
-                          event=_to_uint8(scene['event']), lidar=_to_uint8(scene['lidar']))
-            if case != 'clean':
-                target = FAILURE_CASES[case]
-                arrays[target] = corrupt_modality(
-                    arrays[target], case, failure_severity,
-                    np.random.default_rng([seed, split_idx, idx, 1]),
-                    keep_size=case != 'eventlowres')
-            semantic = np.zeros((h, w, 3), np.uint8)
-            semantic[..., 2] = scene['label'] + 1        # R channel of the file (cv2 is BGR)
-            arrays['rgb'] = np.ascontiguousarray(arrays['rgb'][..., ::-1])  # RGB -> cv2 BGR
-            name = f'{frame:06d}'
-            for modality, array in arrays.items():
-                _write(osp.join(root, _MODALITY_DIRS[modality], condition, split, sequence,
-                                f'{name}_{_MODALITY_TOKENS[modality]}_front.png'), array)
-            _write(osp.join(root, 'semantic', condition, split, sequence,
-                            f'{name}_semantic_front.png'), semantic)
-            frame += 1
+    for split, plan in plans.items():
+        for condition, case, _ in plan:
             per_condition[split][condition] = per_condition[split].get(condition, 0) + 1
             per_case[split][case] = per_case[split].get(case, 0) + 1
+    root = osp.abspath(os.fspath(root))
+    summary = dict(root=root, seed=seed, size=size, num_samples=counts, conditions=per_condition,
+                   cases=per_case, classes=[DELIVER_CLASSES[i] for i in SYNTHETIC_CLASS_IDS],
+                   pairs=[(a, b, m) for a, b, m, _ in COMPLEMENTARY_PAIRS],
+                   meta_path=osp.join(root, _META_FILE))
+    if not overwrite and _is_complete(root, meta, plans):
+        return summary
+    _check_root(root, meta, overwrite)
 
-    meta_path = osp.join(root, 'synthetic_meta.json')
-    with open(meta_path, 'w') as f:
-        json.dump(meta, f, indent=2)
-        f.write('\n')
-    return dict(root=root, seed=seed, size=size, num_samples=counts, conditions=per_condition,
-                cases=per_case, classes=[DELIVER_CLASSES[i] for i in SYNTHETIC_CLASS_IDS],
-                pairs=[(a, b, m) for a, b, m, _ in COMPLEMENTARY_PAIRS], meta_path=meta_path)
+    os.makedirs(osp.dirname(root), exist_ok=True)
+    _remove_stale_partials(root)
+    partial = tempfile.mkdtemp(prefix=f'.{osp.basename(root)}{_PARTIAL}{os.getpid()}-',
+                               dir=osp.dirname(root))
+    try:
+        _write_dataset(partial, meta, plans, seed, size, failure_severity)
+        _move_into_place(partial, root)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone already unless something failed
+    return summary
 
 
 def _write(path: str, array: np.ndarray) -> None:

@@ -7,7 +7,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.evaluator import Evaluator
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop
 from mmengine.runner.amp import autocast
 from mmengine.runner.loops import _parse_losses, _update_losses
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..evaluation import ModalityBalanceMetric
 from ..utils import check_modalities, modality_subsets, subset_name
+from ..utils.misc import unwrap_model
 
 _STATE = ('missing_modalities', 'missing_ratio', 'noise_density')
 
@@ -126,8 +126,7 @@ class MissingModalityTestLoop(TestLoop):
 
     # ----------------------------------------------------------------- set-up
     def _model(self):
-        model = self.runner.model
-        return model.module if is_model_wrapper(model) else model
+        return unwrap_model(self.runner.model)
 
     def _preprocessor(self):
         """The model's data preprocessor; it must have the attributes of the protocol."""

@@ -1,5 +1,4 @@
 """Data preprocessor for stacked multimodal inputs, with the missing/noisy-modality protocols."""
-import hashlib
 from numbers import Number
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -9,6 +8,7 @@ from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.registry import MODELS
 from mmseg.utils import stack_batch
 
+from ..utils import seed_from
 from ..utils.modalities import channel_slices, check_modalities
 
 #: ImageNet statistics, used for every modality by default (as the CMNeXt reference does).
@@ -52,8 +52,7 @@ def _sample_seed(seed: int, data_sample: Any, salt: str) -> Optional[int]:
     key = meta.get('img_path', meta.get('sample_idx'))
     if key is None:
         return None
-    digest = hashlib.sha256(f'{seed}|{salt}|{key}'.encode()).digest()
-    return int.from_bytes(digest[:8], 'little') & 0x7FFF_FFFF_FFFF_FFFF
+    return seed_from(seed, salt, key, bits=63)
 
 
 @MODELS.register_module()

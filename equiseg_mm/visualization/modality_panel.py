@@ -22,21 +22,17 @@ import mmcv
 import numpy as np
 import torch
 from mmengine.dataset import pseudo_collate
-from mmengine.model import is_model_wrapper
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
 from ..apis.inference import missing_modalities
+from ..utils import unwrap_model
 
 LabelLike = Union[np.ndarray, torch.Tensor, PixelData]
 
 _BAR = 22  # title bar height, pixels
 _GAP = 4  # white gap between tiles, pixels
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if is_model_wrapper(model) else model
 
 
 def _label_array(label: LabelLike) -> np.ndarray:
@@ -208,7 +204,7 @@ def predict_modality_variants(model: torch.nn.Module, data_batch: dict,
     Returns:
         dict[tuple[str, ...], list[SegDataSample]]: Missing modalities -> predictions.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     names = list(model.data_preprocessor.modalities)
     if variants is None:
         variants = [()] + ([(m, ) for m in names] if len(names) > 1 else [])
@@ -256,7 +252,7 @@ def visualize_modalities(model: torch.nn.Module,
     if bad:
         raise ValueError(f'sample indices {bad} are out of range for a dataset of '
                          f'{len(dataset)} samples')
-    core = _unwrap(model)
+    core = unwrap_model(model)
     pre = core.data_preprocessor
     meta = dict(getattr(dataset, 'metainfo', None) or {})
     if not meta.get('classes') or not meta.get('palette'):

@@ -211,3 +211,35 @@ def test_init_multimodal_model_meta_and_checkpoint(world, tmp_path):
         init_multimodal_model(str(tmp_path / 'nope.py'))
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         init_multimodal_model(CONFIG, str(tmp_path / 'nope.pth'))
+
+
+def test_non_finite_inputs_are_refused(world, tmp_path):
+    model, dataset = world
+    files = _files(dataset, 0)
+    depth = mmcv.imread(files['depth'], flag='unchanged').astype(np.float32)
+    depth[0, 0, 0], depth[1, 1, 1] = np.nan, -np.inf
+    with pytest.raises(ValueError, match=r"'depth' array holds 2 non-finite values \(1 NaN, "
+                                         r'1 Inf as float32\)'):
+        inference_multimodal(model, dict(files, depth=depth))
+    path = tmp_path / 'depth.npy'
+    np.save(path, depth)
+    with pytest.raises(ValueError, match=rf"'depth' file {path} holds 2 non-finite"):
+        inference_multimodal(model, dict(files, depth=str(path)))
+    assert model.data_preprocessor.missing_modalities == ()
+
+
+def test_inference_uses_the_loader_rules(world, monkeypatch):
+    """Reading and stacking go through the loader's public ``load_modalities``."""
+    from equiseg_mm.datasets.transforms import LoadMultiModalImageFromFiles
+    model, dataset = world
+    calls = []
+    real = LoadMultiModalImageFromFiles.load_modalities
+
+    def spy(self, sources, sample='', size_from='first'):
+        calls.append((list(sources), size_from))
+        return real(self, sources, sample, size_from)
+
+    monkeypatch.setattr(LoadMultiModalImageFromFiles, 'load_modalities', spy)
+    files = _files(dataset, 0)
+    inference_multimodal(model, dict(rgb=files['rgb'], lidar=files['lidar']))
+    assert calls == [(MODS, 'largest')]

@@ -1,8 +1,11 @@
 import glob
 import importlib.util
 import json
+import os
 import re
 import os.path as osp
+import subprocess
+import sys
 
 import equiseg_mm  # noqa: F401  (compat fixes first)
 import cv2
@@ -10,8 +13,9 @@ import numpy as np
 import pytest
 
 from equiseg_mm.datasets import DELIVERDataset, make_synthetic_deliver
+from equiseg_mm.datasets import synthetic_deliver
 from equiseg_mm.datasets.synthetic_deliver import (COMPLEMENTARY_PAIRS, DELIVER_CLASSES,
-                                                   SYNTHETIC_CLASS_IDS)
+                                                   DELIVER_PALETTE, SYNTHETIC_CLASS_IDS)
 
 SIZE = (48, 64)
 SMALL = dict(num_train=3, num_val=6, num_test=0, size=SIZE, frames_per_sequence=1,
@@ -182,15 +186,121 @@ def test_refuses_to_overwrite_something_else(tmp_path):
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(conditions=('snow', )), r"'snow'.*'cloud', 'fog', 'night', 'rain', 'sun'"),
+    (dict(conditions='sun'), r"conditions must be a sequence of names.*\('sun', \)"),
+    (dict(conditions=()), 'conditions must not be empty'),
     (dict(cases=('blur', )), r"'blur'.*'motionblur'"),
     (dict(num_train=-1), 'num_train'),
+    (dict(num_val=2.0), 'num_val'),
+    (dict(num_test=True), 'num_test'),
     (dict(size=(8, 64)), 'size'),
+    (dict(size=(16.5, 64)), 'size'),
+    (dict(size=64), 'size'),
+    (dict(seed=-1), 'seed'),
+    (dict(seed=1.5), 'seed'),
     (dict(failure_severity=9), 'failure_severity'),
+    (dict(failure_severity=4.0), 'failure_severity'),
+    (dict(failure_severity=True), 'failure_severity'),
     (dict(frames_per_sequence=0), 'frames_per_sequence'),
+    (dict(frames_per_sequence=2.0), 'frames_per_sequence'),
+    (dict(overwrite='yes'), 'overwrite'),
 ])
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        make_synthetic_deliver(str(tmp_path / 'x'), **kwargs)
+        make_synthetic_deliver(str(tmp_path / 'x'), **dict(
+            dict(num_train=1, num_val=1, num_test=0, size=(16, 16)), **kwargs))
+    assert os.listdir(tmp_path) == []  # checked before anything is written
+
+
+def test_numpy_ints_are_accepted(tmp_path):
+    summary = make_synthetic_deliver(str(tmp_path / 'np'), num_train=np.int64(1), num_val=0,
+                                     num_test=0, size=(np.int32(16), 16), seed=np.uint8(2),
+                                     failure_severity=np.int64(2),
+                                     frames_per_sequence=np.int16(1))
+    meta = json.load(open(summary['meta_path']))
+    assert meta['seed'] == 2 and meta['size'] == [16, 16] and meta['failure_severity'] == 2
+
+
+TINY = dict(num_train=2, num_val=6, num_test=0, size=(16, 16), frames_per_sequence=1)
+
+
+def _interrupt_after(monkeypatch, calls):
+    """Make the generator's file writer raise KeyboardInterrupt at its ``calls``-th call."""
+    real, count = synthetic_deliver._write, [0]
+
+    def write(path, array):
+        count[0] += 1
+        if count[0] >= calls:
+            raise KeyboardInterrupt('killed')
+        real(path, array)
+
+    monkeypatch.setattr(synthetic_deliver, '_write', write)
+
+
+def test_an_interrupted_run_leaves_nothing_that_blocks(tmp_path, monkeypatch):
+    root = tmp_path / 'DELIVER'
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 12)
+        with pytest.raises(KeyboardInterrupt):
+            make_synthetic_deliver(str(root), **TINY)
+    assert os.listdir(tmp_path) == []  # not even the partial folder
+    make_synthetic_deliver(str(root), **TINY)
+    reference = str(tmp_path / 'reference')
+    make_synthetic_deliver(reference, **TINY)
+    assert files(str(root)) == files(reference)
+    for rel in files(reference):
+        with open(osp.join(root, rel), 'rb') as a, open(osp.join(reference, rel), 'rb') as b:
+            assert a.read() == b.read(), rel
+
+
+def test_the_partial_folder_of_a_killed_run_is_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()  # a finished process: its partial folder is stale
+    stale = tmp_path / f'.DELIVER.partial-{dead.pid}-abc'
+    (stale / 'img').mkdir(parents=True)
+    running = tmp_path / f'.DELIVER.partial-{os.getpid()}-xyz'  # a live run: kept
+    running.mkdir()
+    other = tmp_path / '.OTHER.partial-1-abc'  # another dataset's: kept
+    other.mkdir()
+    make_synthetic_deliver(str(tmp_path / 'DELIVER'), **TINY)
+    assert sorted(os.listdir(tmp_path)) == sorted(['DELIVER', running.name, other.name])
+
+
+def test_a_complete_dataset_is_returned_without_rewriting(tmp_path, monkeypatch):
+    root = str(tmp_path / 'DELIVER')
+    first = make_synthetic_deliver(root, **TINY)
+    stamps = {rel: os.stat(osp.join(root, rel)).st_mtime_ns for rel in files(root)}
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 1)  # any write would raise
+        again = make_synthetic_deliver(root, **TINY)
+    assert again == first
+    assert {rel: os.stat(osp.join(root, rel)).st_mtime_ns for rel in files(root)} == stamps
+    # an incomplete copy of the same dataset is completed without overwrite=True
+    victim = rgb_files(root)[3]
+    os.remove(osp.join(root, victim))
+    make_synthetic_deliver(root, **TINY)
+    assert victim in files(root)
+
+
+def test_an_interrupted_overwrite_keeps_the_old_dataset(tmp_path, monkeypatch):
+    root = tmp_path / 'data'
+    root.mkdir()
+    (root / 'mine.txt').write_text('not a dataset')
+    make_synthetic_deliver(str(root), overwrite=True, **TINY)
+    before = {rel: (root / rel).read_bytes() for rel in files(str(root))}
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 5)
+        with pytest.raises(KeyboardInterrupt):
+            make_synthetic_deliver(str(root), seed=4, overwrite=True, **TINY)
+    assert {rel: (root / rel).read_bytes() for rel in files(str(root))} == before
+    assert sorted(os.listdir(tmp_path)) == ['data']
+    make_synthetic_deliver(str(root), **TINY)  # still the complete first dataset: no error
+
+
+def test_deliver_constants_come_from_the_dataset():
+    assert DELIVER_CLASSES == DELIVERDataset.METAINFO['classes']
+    assert [list(c) for c in DELIVER_PALETTE] == DELIVERDataset.METAINFO['palette']
+    assert synthetic_deliver.CONDITIONS is DELIVERDataset.CONDITIONS
+    assert synthetic_deliver.SPLITS is DELIVERDataset.SPLITS
 
 
 def test_cli(tmp_path, capsys):

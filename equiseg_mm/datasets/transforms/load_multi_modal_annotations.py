@@ -1,33 +1,57 @@
-"""mmseg's ``LoadAnnotations`` for colour label PNGs, with a label-range check."""
+"""mmseg's ``LoadAnnotations`` for colour label PNGs, with label-file and label-range checks."""
 from typing import Optional
 
 import cv2
+import mmcv
+import mmengine.fileio as fileio
 import numpy as np
 
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
 
+from ...utils import sample_desc
 
-def _sample_desc(results: dict) -> str:
-    name = results.get('sample_name') or results.get('img_path')
-    return f"sample {results.get('sample_idx', '?')} ({name})"
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_EIGHT_BIT = ('label maps must be 8-bit (mmseg casts them to uint8, which would wrap larger '
+              'values silently). Convert the file: class ids 0..254, ignore 255')
+
+
+def _label_lut(reduce_zero_label: bool, label_map: Optional[dict]) -> np.ndarray:
+    """mmseg's ``reduce_zero_label`` then ``label_map``, as a 256-entry lookup table."""
+    lut = np.arange(256, dtype=np.uint8)
+    if reduce_zero_label:  # 0 -> 255, v -> v - 1, 255 stays 255
+        lut[0] = 255
+        lut = lut - 1
+        lut[lut == 254] = 255
+    if label_map:
+        before = lut.copy()  # every mapping reads the values before any of them (as mmseg)
+        for old_id, new_id in label_map.items():
+            lut[before == old_id] = new_id
+    return lut
 
 
 @TRANSFORMS.register_module()
 class LoadMultiModalAnnotations(LoadAnnotations):
-    """Load a label map, keep its channel 0, and check the class ids.
+    """Load a label map, keep its channel 0, map it and check the class ids.
 
-    mmseg's :class:`LoadAnnotations` reads the file (its decoders return 3- and 4-channel
-    images in BGR(A) order) and applies ``reduce_zero_label`` and ``label_map`` element-wise;
-    this subclass then keeps the file's channel 0 (R of an RGB PNG, i.e. index 2 of the decoded
-    BGR array, as DeLiVER's reference loader reads it; index 0 of a 2-channel image). Because
-    both mappings are element-wise, mapping then selecting equals selecting then mapping.
-    Single-channel (grey or palette) labels pass through unchanged.
+    Reads the file as mmseg's :class:`LoadAnnotations` does (``mmcv.imfrombytes`` with
+    ``flag='unchanged'``; 3- and 4-channel images come in BGR(A) order) and keeps the file's
+    channel 0: R of an RGB PNG, i.e. index 2 of the decoded BGR array, as DeLiVER's reference
+    loader reads it (index 0 of a 2-channel image; single-channel grey or palette labels pass
+    through). Then it applies mmseg's ``reduce_zero_label`` and ``label_map`` to that channel
+    only, through a 256-entry lookup table: the values equal mmseg's element-wise mapping.
+
+    Labels must be 8-bit: mmseg casts the decoded image to uint8, which silently wraps the
+    values of a 16-bit PNG (and pillow truncates 16-bit colour PNGs itself). A PNG whose header
+    gives more than 8 bits per channel, or an image that decodes to another dtype than uint8
+    (or bool, for 1-bit files), raises ``ValueError`` naming the file.
 
     Every value must then be below ``results['num_classes']`` or equal ``ignore_index``; other
     values raise ``ValueError`` naming the file, the values and the expected range (usually a
-    wrong ``reduce_zero_label`` or a label file of another dataset). As in mmseg, label files
-    are read as 8-bit: 16-bit label PNGs are not supported.
+    wrong ``reduce_zero_label`` or a label file of another dataset).
+
+    Unlabelled data (no ``seg_map_path``, e.g. a dataset built with ``data_prefix=dict()``)
+    raises ``ValueError``: remove this transform from the pipeline of such data.
 
     Required Keys:
 
@@ -50,7 +74,8 @@ class LoadMultiModalAnnotations(LoadAnnotations):
 
     Raises:
         FileNotFoundError: The label file is missing (names the sample and the path).
-        ValueError: The label file is unreadable, or holds out-of-range values.
+        ValueError: No label file is set, the file is unreadable or not 8-bit, it holds
+            out-of-range values, or its ``reduce_zero_label`` differs from this transform's.
     """
 
     def __init__(self,
@@ -67,23 +92,61 @@ class LoadMultiModalAnnotations(LoadAnnotations):
         self.validate = validate
 
     def _load_seg_map(self, results: dict) -> None:
-        path = results['seg_map_path']
-        try:
-            super()._load_seg_map(results)
-        except FileNotFoundError:
-            raise FileNotFoundError(f'{_sample_desc(results)}: the label file {path} does not '
-                                    f'exist') from None
-        except (OSError, ValueError, AttributeError, cv2.error) as exc:
-            # PIL raises OSError/ValueError on corrupt files; cv2 returns None (AttributeError)
-            raise ValueError(f'{_sample_desc(results)}: cannot decode the label file {path} '
-                             f'({type(exc).__name__}: {exc}); the file is corrupt or not an '
-                             f'image') from None
-        seg = results['gt_seg_map']
+        path = results.get('seg_map_path')
+        if path is None:
+            raise ValueError(f'{sample_desc(results)} has no label file (seg_map_path): the data '
+                             f'is unlabelled (e.g. a test split built with data_prefix=dict()); '
+                             f'remove LoadMultiModalAnnotations from the pipeline for unlabelled '
+                             f'data')
+        seg = self._decode(results, path)
         if seg.ndim == 3:
-            seg = np.ascontiguousarray(seg[..., 2] if seg.shape[2] >= 3 else seg[..., 0])
-            results['gt_seg_map'] = seg
+            seg = seg[..., 2] if seg.shape[2] >= 3 else seg[..., 0]
+        seg = self._to_uint8(seg, results, path)
+
+        if self.reduce_zero_label is None:
+            self.reduce_zero_label = results['reduce_zero_label']
+        if self.reduce_zero_label != results['reduce_zero_label']:
+            raise ValueError(f'the dataset sets reduce_zero_label={results["reduce_zero_label"]} '
+                             f'but LoadMultiModalAnnotations has reduce_zero_label='
+                             f'{self.reduce_zero_label}; set it on the dataset only')
+        label_map = results.get('label_map')
+        if self.reduce_zero_label or label_map:
+            seg = _label_lut(self.reduce_zero_label, label_map)[seg]
+        seg = np.ascontiguousarray(seg)
+        results['gt_seg_map'] = seg
+        results['seg_fields'].append('gt_seg_map')
         if self.validate and results.get('num_classes') is not None:
             self._check_range(seg, results, path)
+
+    def _decode(self, results: dict, path: str) -> np.ndarray:
+        try:
+            content = fileio.get(path, backend_args=self.backend_args)
+        except FileNotFoundError:
+            raise FileNotFoundError(f'{sample_desc(results)}: the label file {path} does not '
+                                    f'exist') from None
+        if content[:8] == _PNG_SIGNATURE and content[12:16] == b'IHDR' and len(content) > 24 \
+                and content[24] > 8:  # IHDR bit depth: pillow would truncate 16-bit colour
+            raise ValueError(f'{sample_desc(results)}: the label file {path} is a '
+                             f'{content[24]}-bit PNG; {_EIGHT_BIT}')
+        try:
+            seg = mmcv.imfrombytes(content, flag='unchanged', backend=self.imdecode_backend)
+        except (OSError, SyntaxError, ValueError, cv2.error) as exc:  # PIL/cv2 on corrupt files
+            raise ValueError(f'{sample_desc(results)}: cannot decode the label file {path} '
+                             f'({type(exc).__name__}: {exc}); the file is corrupt or not an '
+                             f'image') from None
+        if seg is None:  # cv2 returns None
+            raise ValueError(f'{sample_desc(results)}: cannot decode the label file {path}; the '
+                             f'file is corrupt or not an image')
+        return seg
+
+    @staticmethod
+    def _to_uint8(seg: np.ndarray, results: dict, path: str) -> np.ndarray:
+        if seg.dtype == np.uint8:
+            return seg
+        if seg.dtype == np.bool_:  # 1-bit PNGs through pillow
+            return seg.astype(np.uint8)  # (not a view: pillow may store True as 255)
+        raise ValueError(f'{sample_desc(results)}: the label file {path} decodes to {seg.dtype} '
+                         f'(values {seg.min()}..{seg.max()}); {_EIGHT_BIT}')
 
     def _check_range(self, seg: np.ndarray, results: dict, path: str) -> None:
         num_classes = int(results['num_classes'])
@@ -91,7 +154,7 @@ class LoadMultiModalAnnotations(LoadAnnotations):
         bad = values[(values >= num_classes) & (values != self.ignore_index)]
         if bad.size:
             raise ValueError(
-                f'{_sample_desc(results)}: the label file {path} holds values '
+                f'{sample_desc(results)}: the label file {path} holds values '
                 f'{bad.tolist()} after reduce_zero_label={results.get("reduce_zero_label")} '
                 f'and label_map; expected class ids 0..{num_classes - 1} or ignore '
                 f'{self.ignore_index}. Check the label files and reduce_zero_label')

@@ -1,6 +1,7 @@
 """Read every modality of a sample and stack them on the channel axis."""
 import io
-from typing import Dict, Optional, Union
+import os
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import cv2
 import mmcv
@@ -10,12 +11,12 @@ from mmcv.transforms import BaseTransform
 
 from mmseg.registry import TRANSFORMS
 
+from ...utils import sample_desc
+
 _NUMPY_SUFFIXES = ('.npz', '.npy')
 
-
-def _sample_desc(results: dict) -> str:
-    name = results.get('sample_name') or results.get('img_path')
-    return f"sample {results.get('sample_idx', '?')} ({name})"
+#: A modality source: a file, an already loaded (H, W) / (H, W, C) array, or None (absent).
+ModalitySource = Union[None, str, os.PathLike, np.ndarray]
 
 
 @TRANSFORMS.register_module()
@@ -39,6 +40,13 @@ class LoadMultiModalImageFromFiles(BaseTransform):
     Sizes: a modality smaller than the first one with the same aspect ratio (within rounding)
     is resized to it with nearest neighbour (DeLiVER's low-resolution event case); a larger
     one or one with another aspect ratio raises ``ValueError``.
+
+    Float data (``.npy``/``.npz`` arrays, float images) must be finite: NaN or Inf values raise
+    ``ValueError`` naming the file and how many values are not finite, since one NaN makes the
+    whole forward pass NaN.
+
+    :meth:`load_modalities` holds these rules; the transform calls it with the sample's files
+    and :func:`~equiseg_mm.apis.inference_multimodal` with files or arrays.
 
     Required Keys:
 
@@ -64,8 +72,8 @@ class LoadMultiModalImageFromFiles(BaseTransform):
 
     Raises:
         FileNotFoundError: A modality file is missing (names the sample and the path).
-        ValueError: A file is unreadable, has the wrong channel count, or a size that cannot
-            be reconciled with the first modality's.
+        ValueError: A file is unreadable, has the wrong channel count, non-finite values, or
+            a size that cannot be reconciled with the first modality's.
     """
 
     def __init__(self,
@@ -82,25 +90,87 @@ class LoadMultiModalImageFromFiles(BaseTransform):
         self.to_float32 = to_float32
         self.backend_args = backend_args.copy() if backend_args else None
 
-    def _read(self, results: dict, name: str, path: str) -> np.ndarray:
+    def load_modalities(self,
+                        sources: Mapping[str, ModalitySource],
+                        sample: str = '',
+                        size_from: str = 'first') -> Tuple[np.ndarray, List[int]]:
+        """Read, fit and stack modalities with the rules of the class docstring.
+
+        Args:
+            sources (Mapping[str, str | PathLike | np.ndarray | None]): Modality name -> file,
+                (H, W) / (H, W, C) array (colour in BGR order, as files are read), or None for
+                an absent modality, which gets a zero placeholder of ``channels[name]``
+                channels. Stacked in the mapping's order.
+            sample (str): How errors name the sample, e.g. ``'sample 3 (a/b)'``; '' names
+                none. Defaults to ''.
+            size_from (str): Which present modality sets the size: 'first' (the transform's
+                rule) or 'largest' (the first among equals). Defaults to 'first'.
+
+        Returns:
+            tuple[np.ndarray, list[int]]: The (H, W, sum(C)) image (uint8 when every present
+            modality is 8-bit and ``to_float32`` is False, else float32) and the channels per
+            modality.
+
+        Raises:
+            FileNotFoundError: A file is missing.
+            TypeError: A source is neither a path, an array nor None.
+            ValueError: No modality is present, or one cannot be read or fitted.
+        """
+        if size_from not in ('first', 'largest'):
+            raise ValueError(f"size_from must be 'first' or 'largest', got {size_from!r}")
+        lead = f'{sample}: ' if sample else ''  # starts every error message
+        present: Dict[str, np.ndarray] = {}
+        what: Dict[str, str] = {}
+        for name, src in sources.items():
+            if src is None:
+                continue
+            if isinstance(src, (str, os.PathLike)):
+                path = os.fspath(src)
+                array, what[name] = self._read(path, name, lead), f'file {path}'
+            elif isinstance(src, np.ndarray):
+                array, what[name] = src, 'array'
+            else:
+                raise TypeError(f'{lead}modality {name!r}: give a file path, an (H, W[, C]) '
+                                f'numpy array or None, got {type(src).__name__}')
+            present[name] = self._fit_channels(self._to_supported_dtype(
+                array, name, what[name], lead), name, what[name], lead)
+        if not present:
+            raise ValueError(f'{lead}no modality given; give at least one of the '
+                             f'modalities {list(sources)} (a file path or an array)')
+
+        if size_from == 'first':
+            ref_name = next(iter(present))
+        else:
+            ref_name = max(present, key=lambda n: present[n].shape[0] * present[n].shape[1])
+        ref_hw = present[ref_name].shape[:2]
+        for name, array in present.items():
+            present[name] = self._fit_size(array, ref_hw, ref_name, name, what[name], lead)
+
+        as_float = self.to_float32 or any(a.dtype != np.uint8 for a in present.values())
+        dtype = np.float32 if as_float else np.uint8
+        arrays = [present[n].astype(dtype, copy=False) if n in present else
+                  np.zeros(ref_hw + (self.channels.get(n, 3), ), dtype) for n in sources]
+        img = np.ascontiguousarray(np.concatenate(arrays, axis=2))
+        return img, [a.shape[2] for a in arrays]
+
+    def _read(self, path: str, name: str, lead: str) -> np.ndarray:
         try:
             content = fileio.get(path, backend_args=self.backend_args)
         except FileNotFoundError:
-            raise FileNotFoundError(f'{_sample_desc(results)}: the {name!r} file {path} does '
-                                    f'not exist') from None
+            raise FileNotFoundError(f'{lead}the {name!r} file {path} does not exist') from None
         if path.lower().endswith(_NUMPY_SUFFIXES):
-            return self._read_numpy(content, results, name, path)
+            return self._read_numpy(content, path, name, lead)
         try:
             array = mmcv.imfrombytes(content, flag='unchanged', backend='cv2')
         except cv2.error as exc:
-            raise ValueError(f'{_sample_desc(results)}: cannot decode the {name!r} file {path} '
-                             f'({exc}); the file is corrupt or not an image') from None
+            raise ValueError(f'{lead}cannot decode the {name!r} file {path} ({exc}); the '
+                             f'file is corrupt or not an image') from None
         if array is None:
-            raise ValueError(f'{_sample_desc(results)}: cannot decode the {name!r} file {path}; '
-                             f'the file is corrupt or not an image')
+            raise ValueError(f'{lead}cannot decode the {name!r} file {path}; the file is '
+                             f'corrupt or not an image')
         return array
 
-    def _read_numpy(self, content: bytes, results: dict, name: str, path: str) -> np.ndarray:
+    def _read_numpy(self, content: bytes, path: str, name: str, lead: str) -> np.ndarray:
         key = self.npz_key.get(name) if isinstance(self.npz_key, dict) else self.npz_key
         try:
             data = np.load(io.BytesIO(content), allow_pickle=False)
@@ -113,16 +183,31 @@ class LoadMultiModalImageFromFiles(BaseTransform):
                     raise ValueError(f'it has no array {key!r}, only {data.files}')
                 return data[key if key is not None else data.files[0]]
         except Exception as exc:
-            raise ValueError(f'{_sample_desc(results)}: cannot read the {name!r} array file '
-                             f'{path}: {exc}') from None
+            raise ValueError(f'{lead}cannot read the {name!r} array file {path}: {exc}') from None
 
-    def _fit_channels(self, array: np.ndarray, results: dict, name: str,
-                      path: str) -> np.ndarray:
+    @staticmethod
+    def _to_supported_dtype(array: np.ndarray, name: str, what: str, lead: str) -> np.ndarray:
+        """uint8 and uint16 stay; anything else (float64, bool, ...) becomes float32."""
+        if array.dtype in (np.uint8, np.uint16):
+            return array
+        is_float = np.issubdtype(array.dtype, np.floating)
+        with np.errstate(over='ignore'):  # an overflow to Inf is reported below
+            array = array.astype(np.float32)
+        if is_float and not np.isfinite(array).all():  # checked after the cast: it may overflow
+            nan = int(np.count_nonzero(np.isnan(array)))
+            inf = int(np.count_nonzero(np.isinf(array)))
+            raise ValueError(f'{lead}the {name!r} {what} holds {nan + inf} non-finite values '
+                             f'({nan} NaN, {inf} Inf as float32) of {array.size}; replace them '
+                             f'(e.g. by 0 plus a validity channel) before loading')
+        return array
+
+    def _fit_channels(self, array: np.ndarray, name: str, what: str, lead: str) -> np.ndarray:
+        shape = tuple(array.shape)
         if array.ndim == 2:
             array = array[..., None]
         if array.ndim != 3:
-            raise ValueError(f'{_sample_desc(results)}: the {name!r} file {path} has shape '
-                             f'{array.shape}; expected (H, W) or (H, W, C)')
+            raise ValueError(f'{lead}the {name!r} {what} has shape {shape}; expected (H, W) '
+                             f'or (H, W, C)')
         want, got = self.channels.get(name, 3), array.shape[2]
         if got == want:
             return array
@@ -130,21 +215,25 @@ class LoadMultiModalImageFromFiles(BaseTransform):
             return np.repeat(array, want, axis=2)
         if got == 4 and want == 3:
             return array[..., :3]
-        raise ValueError(f'{_sample_desc(results)}: the {name!r} file {path} has {got} channels '
-                         f'but channels[{name!r}]={want}; set channels[{name!r}] to {got} or '
-                         f'convert the file')
+        also = ', or (H, W, 4) with the 4th dropped' if want == 3 else ''
+        raise ValueError(f'{lead}the {name!r} {what} has {got} channels but '
+                         f'channels[{name!r}]={want} (expected shape (H, W, {want}), or (H, W) / '
+                         f'(H, W, 1) repeated{also}; got {shape}); set channels[{name!r}] to '
+                         f'{got} or convert the data')
 
-    def _fit_size(self, array: np.ndarray, ref_hw: tuple, ref_name: str, results: dict,
-                  name: str, path: str) -> np.ndarray:
+    @staticmethod
+    def _fit_size(array: np.ndarray, ref_hw: tuple, ref_name: str, name: str, what: str,
+                  lead: str) -> np.ndarray:
         (h, w), (ref_h, ref_w) = array.shape[:2], ref_hw
         if (h, w) == (ref_h, ref_w):
             return array
         # same aspect ratio up to the rounding of a downscaled size
         if h > ref_h or w > ref_w or abs(h * ref_w - w * ref_h) > (ref_h + ref_w) / 2:
             raise ValueError(
-                f'{_sample_desc(results)}: the {name!r} file {path} is {h}x{w} (HxW) but the '
-                f'{ref_name!r} modality is {ref_h}x{ref_w}; only a smaller modality with the '
-                f'same aspect ratio can be resized to it. Fix or re-project the file')
+                f'{lead}modality {name!r}: got shape {tuple(array.shape)} ({h}x{w}, '
+                f'HxW, from the {what}) but the {ref_name!r} modality is {ref_h}x{ref_w}; '
+                f'expected shape {(ref_h, ref_w, array.shape[2])} or a smaller size with the '
+                f'same aspect ratio (resized with nearest neighbour). Fix or re-project the data')
         resized = mmcv.imresize(array, (ref_w, ref_h), interpolation='nearest')
         return resized.reshape(ref_h, ref_w, array.shape[2])
 
@@ -159,28 +248,19 @@ class LoadMultiModalImageFromFiles(BaseTransform):
         """
         paths = results.get('modality_paths')
         if not paths:
-            raise KeyError(f"{_sample_desc(results)} has no 'modality_paths'; build the data "
+            raise KeyError(f"{sample_desc(results)} has no 'modality_paths'; build the data "
                            f'infos with a MultiModalSegDataset (or set the key to a dict '
                            f'name -> file)')
-        arrays, ref_hw, ref_name = [], None, None
-        for name, path in paths.items():
-            array = self._read(results, name, path)
-            if array.dtype not in (np.uint8, np.uint16):  # e.g. float64, bool: cv2-resizable
-                array = array.astype(np.float32)
-            array = self._fit_channels(array, results, name, path)
-            if ref_hw is None:
-                ref_hw, ref_name = array.shape[:2], name
-            else:
-                array = self._fit_size(array, ref_hw, ref_name, results, name, path)
-            arrays.append(array)
-        if self.to_float32 or any(a.dtype != np.uint8 for a in arrays):
-            arrays = [a.astype(np.float32) for a in arrays]
-        img = np.ascontiguousarray(np.concatenate(arrays, axis=2))
+        absent = [name for name, path in paths.items() if path is None]
+        if absent:
+            raise ValueError(f'{sample_desc(results)} has no file for the modalities {absent} '
+                             f'(modality_paths holds None)')
+        img, channels = self.load_modalities(paths, sample_desc(results))
         results['img'] = img
         results['img_shape'] = img.shape[:2]
         results['ori_shape'] = img.shape[:2]
         results['modalities'] = list(paths)
-        results['modality_channels'] = [a.shape[2] for a in arrays]
+        results['modality_channels'] = channels
         return results
 
     def __repr__(self) -> str:

@@ -1,5 +1,4 @@
 """Test-time sensor-failure corruption of one modality of a stacked multimodal image."""
-import hashlib
 from typing import Optional
 
 import cv2
@@ -8,7 +7,7 @@ from mmcv.transforms import BaseTransform
 
 from mmseg.registry import TRANSFORMS
 
-from ...utils.modalities import channel_slices
+from ...utils import channel_slices, seed_from
 
 #: Sensor-failure cases of DeLiVER and the modality each one corrupts by default.
 FAILURE_CASES = {
@@ -200,9 +199,7 @@ class SimulateSensorFailure(BaseTransform):
         self.seed = int(seed)
 
     def _rng(self, results: dict) -> np.random.Generator:
-        key = f'{self.case}|{_sample_key(results)}'.encode()
-        digest = int.from_bytes(hashlib.sha256(key).digest()[:8], 'little')
-        return np.random.default_rng([self.seed, digest])
+        return np.random.default_rng([self.seed, seed_from(self.case, _sample_key(results))])
 
     def transform(self, results: dict) -> dict:
         """Corrupt the target modality's channels of ``results['img']``.

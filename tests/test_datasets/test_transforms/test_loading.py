@@ -2,10 +2,12 @@
 import numpy as np
 import pytest
 from mmcv.transforms import Compose
+from mmseg.datasets.transforms import LoadAnnotations
+from PIL import Image
 from multimodal_fixtures import (DELIVER_SAMPLES, MODALITY_IDS, H, W, deliver_label_png,
                                  make_deliver, position_image, write_image)
 
-from equiseg_mm.datasets import DELIVERDataset
+from equiseg_mm.datasets import DELIVERDataset, MUSESDataset
 from equiseg_mm.datasets.transforms import LoadMultiModalAnnotations, LoadMultiModalImageFromFiles
 
 ROWS, COLS = np.mgrid[:H, :W]
@@ -290,3 +292,154 @@ def test_alignment_with_bilinear_resize_and_low_res_event(tmp_path):
         np.testing.assert_array_equal(inputs[3 * m + 1], inputs[1])
     assert (np.diff(inputs[0, :, 0].astype(int)) <= 0).all()  # vertical flip: rows decrease
     assert out['data_samples'].gt_sem_seg.data.shape[1:] == inputs.shape[1:]
+
+
+# ------------------------------------------------------------------------------ non-finite data
+@pytest.mark.parametrize('fname', ['lidar.npy', 'lidar.npz'])
+def test_non_finite_arrays_are_refused(tmp_path, fname):
+    lidar = np.stack([ROWS * 0.5, COLS * 0.25], axis=2)
+    lidar[1, 2, 0], lidar[3, 4, 1], lidar[5, 6, 0] = np.nan, np.inf, -np.inf
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1), lidar=(fname, lidar)))
+    with pytest.raises(ValueError, match=rf"sample 7 .*'lidar' file .*{fname.replace('.', '[.]')} "
+                       r'holds 3 non-finite values \(1 NaN, 2 Inf as float32\) of 1920'):
+        LoadMultiModalImageFromFiles(channels=dict(lidar=2))(res)
+
+
+def test_float64_overflowing_float32_is_refused(tmp_path):
+    depth = np.full((H, W), 1e300)  # finite in float64, Inf once stacked as float32
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1), depth=('depth.npy', depth)))
+    with pytest.raises(ValueError, match=r"'depth' file .*depth\.npy holds 960 non-finite"):
+        LoadMultiModalImageFromFiles(channels=dict(depth=1))(res)
+
+
+def test_non_finite_float_image_is_refused(tmp_path):
+    depth = (ROWS * 0.5).astype(np.float32)
+    depth[0, 0] = np.nan
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1), depth=('depth.tiff', depth)))
+    with pytest.raises(ValueError, match=r"'depth' file .*depth\.tiff holds 1 non-finite values "
+                       r'\(1 NaN'):
+        LoadMultiModalImageFromFiles(channels=dict(depth=1))(res)
+
+
+# ------------------------------------------------------------------------------ load_modalities
+def test_load_modalities_files_arrays_and_placeholders(tmp_path):
+    rgb = position_image(H, W, 1)
+    path = write_image(tmp_path / 'rgb.png', rgb)
+    loader = LoadMultiModalImageFromFiles(channels=dict(depth=1))
+    img, channels = loader.load_modalities(dict(rgb=path, depth=None, event=rgb[..., 0]))
+    assert img.dtype == np.uint8 and img.shape == (H, W, 7) and channels == [3, 1, 3]
+    np.testing.assert_array_equal(img[..., :3], rgb)
+    assert not img[..., 3].any()  # absent: zero placeholder
+    for c in range(4, 7):
+        np.testing.assert_array_equal(img[..., c], rgb[..., 0])
+    # a float modality makes the whole stack float32, placeholders included
+    img, _ = loader.load_modalities(dict(rgb=path, depth=None,
+                                         event=rgb[..., 0].astype(np.float64)))
+    assert img.dtype == np.float32 and not img[..., 3].any()
+
+
+def test_load_modalities_size_from(tmp_path):
+    loader = LoadMultiModalImageFromFiles()
+    small, big = position_image(H // 2, W // 2, 1), position_image(H, W, 2)
+    with pytest.raises(ValueError, match=r"my frame: modality 'big': got shape \(24, 40, 3\) "
+                       r"\(24x40, HxW, from the array\) but the 'small' modality is 12x20"):
+        loader.load_modalities(dict(small=small, big=big), 'my frame')
+    img, _ = loader.load_modalities(dict(small=small, big=big), size_from='largest')
+    assert img.shape == (H, W, 6)
+    np.testing.assert_array_equal(img[..., 3:], big)
+    np.testing.assert_array_equal(img[..., :3], small[ROWS // 2, COLS // 2])
+
+
+def test_load_modalities_errors():
+    loader = LoadMultiModalImageFromFiles()
+    with pytest.raises(ValueError, match=r"my frame: no modality given.*\['rgb', 'depth'\]"):
+        loader.load_modalities(dict(rgb=None, depth=None), 'my frame')
+    with pytest.raises(TypeError, match=r"my frame: modality 'rgb'.*got int"):
+        loader.load_modalities(dict(rgb=3), 'my frame')
+    with pytest.raises(ValueError, match=r"my frame: the 'depth' array holds 1 non-finite"):
+        loader.load_modalities(dict(depth=np.array([[np.nan, 1.0]])), 'my frame')
+    with pytest.raises(ValueError, match='size_from'):
+        loader.load_modalities(dict(rgb=np.zeros((2, 2, 3), np.uint8)), size_from='smallest')
+
+
+def test_transform_refuses_a_none_path(tmp_path):
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1)))
+    res['modality_paths']['depth'] = None
+    with pytest.raises(ValueError, match=r"sample 7 .*no file for the modalities \['depth'\]"):
+        LoadMultiModalImageFromFiles()(res)
+
+
+# ------------------------------------------------------------------------------ label files
+def test_annotation_on_unlabelled_data(tmp_path):
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1)))  # no seg_map_path
+    with pytest.raises(ValueError, match=r'sample 7 .*has no label file.*remove '
+                       r'LoadMultiModalAnnotations from the pipeline for unlabelled data'):
+        LoadMultiModalAnnotations()(res)
+
+
+def test_annotation_on_an_unlabelled_dataset(muses_root):
+    ds = MUSESDataset(data_root=muses_root, split='val', data_prefix=dict(),
+                      modality_suffixes=dict(lidar='_lidar.npz'),
+                      pipeline=[dict(type='LoadMultiModalImageFromFiles', channels=dict(lidar=2)),
+                                dict(type='LoadMultiModalAnnotations')])
+    with pytest.raises(ValueError, match=r'sample 0 \(val/rain/night/REC0004_frame_000004\) has '
+                       r'no label file.*remove LoadMultiModalAnnotations'):
+        ds[0]
+
+
+@pytest.mark.parametrize('backend', ['pillow', 'cv2'])
+@pytest.mark.parametrize('colour', [False, True])
+def test_annotation_refuses_16_bit_labels(tmp_path, backend, colour):
+    labels = ((ROWS + COLS) % 19).astype(np.uint16)
+    labels[2, 3] = 300  # wraps to 44 in uint8
+    label = deliver_label_png(labels.astype(np.uint8)).astype(np.uint16) if colour else labels
+    if colour:
+        label[..., 2] = labels
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1)), label=label, num_classes=19)
+    with pytest.raises(ValueError, match=r'sample 7 .*label file .*label\.png is a 16-bit PNG; '
+                       r'label maps must be 8-bit'):
+        LoadMultiModalAnnotations(imdecode_backend=backend)(res)
+    # not only PNGs: any label image that does not decode to uint8
+    res['seg_map_path'] = write_image(tmp_path / 'label.tiff', label)
+    with pytest.raises(ValueError, match=r'label file .*label\.tiff decodes to uint16 '
+                       r'\(values 0\.\.300\); label maps must be 8-bit'):
+        LoadMultiModalAnnotations(imdecode_backend='cv2')(res)
+
+
+def test_annotation_one_bit_png_with_pillow(tmp_path):
+    labels = (ROWS > COLS).astype(np.uint8)
+    path = tmp_path / 'label1.png'
+    Image.fromarray(labels.astype(bool)).save(path)  # mode '1': pillow decodes it to bool
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1)), num_classes=2)
+    res['seg_map_path'] = str(path)
+    out = LoadMultiModalAnnotations()(res)  # (cv2 scales 1-bit files to 0/255 itself)
+    assert out['gt_seg_map'].dtype == np.uint8
+    np.testing.assert_array_equal(out['gt_seg_map'], labels)
+
+
+@pytest.mark.parametrize('reduce_zero_label', [False, True])
+@pytest.mark.parametrize('label_map', [None, {0: 5, 5: 0, 7: 255, 255: 3, 300: 1}])
+def test_annotation_mapping_equals_mmseg(tmp_path, reduce_zero_label, label_map):
+    values = np.arange(256, dtype=np.uint8)
+    raw = values[(ROWS * W + COLS) % 256]  # every value 0..255
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1)), label=raw,
+                      reduce_zero_label=reduce_zero_label)
+    res['label_map'] = label_map
+    expected = LoadAnnotations()(dict(res, seg_fields=[]))['gt_seg_map']
+    ours = LoadMultiModalAnnotations(validate=False)(dict(res, seg_fields=[]))['gt_seg_map']
+    assert ours.dtype == expected.dtype == np.uint8
+    np.testing.assert_array_equal(ours, expected)
+    # the colour file: channel 0 (R) is selected, then mapped, as mmseg maps the grey file
+    write_image(res['seg_map_path'], deliver_label_png(raw))
+    colour = LoadMultiModalAnnotations(validate=False)(dict(res, seg_fields=[]))['gt_seg_map']
+    np.testing.assert_array_equal(colour, expected)
+
+
+def test_annotation_reduce_zero_label_mismatch(tmp_path):
+    res = results_for(tmp_path, dict(rgb=position_image(H, W, 1)),
+                      label=np.ones((H, W), np.uint8), reduce_zero_label=False)
+    with pytest.warns(UserWarning, match='reduce_zero_label'):
+        transform = LoadMultiModalAnnotations(reduce_zero_label=True)
+    with pytest.raises(ValueError, match=r'dataset sets reduce_zero_label=False but '
+                       r'LoadMultiModalAnnotations has reduce_zero_label=True'):
+        transform(res)

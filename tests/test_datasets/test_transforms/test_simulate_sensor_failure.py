@@ -4,8 +4,10 @@ import pytest
 from mmseg.registry import TRANSFORMS
 
 from equiseg_mm.datasets.transforms import SimulateSensorFailure
+from equiseg_mm.datasets import DELIVERDataset
 from equiseg_mm.datasets.transforms.simulate_sensor_failure import (FAILURE_CASES,
                                                                     corrupt_modality)
+from equiseg_mm.utils import seed_from
 
 H, W = 24, 32
 MODALITIES = ['rgb', 'depth', 'event', 'lidar']
@@ -107,6 +109,28 @@ def test_sample_idx_without_path():
     _, b = run('lidarjitter', results(4))
     np.testing.assert_array_equal(a1['img'], a2['img'])
     assert not np.array_equal(a1['img'], b['img'])
+
+
+def test_per_sample_seed_is_stable():
+    """The draws come from ``default_rng([seed, seed_from(case, img_path)])``; pinned values
+    guard the corruption of every sample against changes of the seeding."""
+    path = 'x/000001_rgb_front.png'
+    assert seed_from('motionblur', path) == 8433559439676707292
+    assert seed_from(0, 'rmm', path, bits=63) == 141515269629007969
+    assert seed_from('a', 1) == seed_from('a|1') != seed_from('a', 2)
+    assert 0 <= seed_from('x', bits=1) <= 1
+    with pytest.raises(ValueError, match='bits'):
+        seed_from('x', bits=65)
+    results = make_results(path)
+    part = np.ascontiguousarray(results['img'][..., SLICES['rgb']])
+    expected = corrupt_modality(part, 'motionblur', 3,
+                                np.random.default_rng([5, seed_from('motionblur', path)]))
+    _, out = run('motionblur', results, seed=5)
+    np.testing.assert_array_equal(out['img'][..., SLICES['rgb']], expected)
+
+
+def test_failure_cases_are_the_deliver_cases():
+    assert tuple(FAILURE_CASES) == DELIVERDataset.CASES
 
 
 def test_modality_override_and_other_layouts():

@@ -17,6 +17,7 @@ from ..backbones.multi_modal_mit import use_fast_attention
 
 _SELECTIONS = ('sqh', 'max', 'mean')
 _PER_MODALITY_OUT = ('fused', 'raw', 'none')
+_AUX_SUMMARIES = ('per_primary', 'shared')
 
 
 def _norm_nchw(norm: nn.Module, x: Tensor) -> Tensor:
@@ -24,11 +25,65 @@ def _norm_nchw(norm: nn.Module, x: Tensor) -> Tensor:
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def _box_mean(x: Tensor, k: int) -> Tensor:
+    """k x k average pooling, stride 1, same size, over in-image pixels only.
+
+    Computed as a k x 1 then a 1 x k pool: with ``count_include_pad=False`` both the window sum
+    and the in-image count factor over the two axes, so this equals
+    ``F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)`` (up to rounding) with 2k instead
+    of k^2 operations per element.
+    """
+    p = k // 2
+    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(p, 0), count_include_pad=False)
+    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, p), count_include_pad=False)
+
+
+def _sum0(x: Tensor) -> Tensor:
+    """Sum over dim 0 as element-wise adds (``Tensor.sum(0)`` is many times slower on the
+    channels-last-strided stacks the attention layers produce)."""
+    out = x[0] + x[1] if x.shape[0] > 1 else x[0].clone()
+    for i in range(2, x.shape[0]):
+        out = out + x[i]
+    return out
+
+
+def _max0(x: Tensor) -> Tensor:
+    """Max over dim 0 as element-wise maxima (see :func:`_sum0`)."""
+    out = x[0]
+    for i in range(1, x.shape[0]):
+        out = torch.maximum(out, x[i])
+    return out
+
+
+def _leave_one_out(x: Tensor, reduction: str) -> Tensor:
+    """Along dim 0 (size N >= 2), entry m is the max ('max') or mean ('mean') of the others.
+
+    The max comes from running maxima from both ends (3N - 6 element-wise maxima for N >= 3):
+    out[m] = max(max(x[:m]), max(x[m + 1:])), the values of ``x[others].max(0)``.
+    """
+    n = x.shape[0]
+    if reduction == 'mean':
+        return (_sum0(x).unsqueeze(0) - x) / (n - 1)
+    if n == 2:
+        return x.flip(0)
+    before = [x[0]]  # before[i] = max(x[:i + 1])
+    for i in range(1, n - 1):
+        before.append(torch.maximum(before[-1], x[i]))
+    after = [x[n - 1]]  # after[j] = max(x[n - 1 - j:])
+    for i in range(n - 2, 0, -1):
+        after.append(torch.maximum(after[-1], x[i]))
+    return torch.stack([after[n - 2]]
+                       + [torch.maximum(before[m - 1], after[n - 2 - m]) for m in range(1, n - 1)]
+                       + [before[n - 2]], 0)
+
+
 class _CrossAttention(BaseModule):
     """Multi-head cross-attention, Q from ``query``, K/V from a spatially reduced ``context``.
 
     f_c = W_o softmax(Q K^T / sqrt(d)) V with Q = W_q LN(query), [K, V] = W_kv LN(SR(context)),
     SR a strided ``sr_ratio`` x ``sr_ratio`` convolution (identity for 1), as MiT's attention.
+    A ``context`` with a batch that divides the query's (one per sample, shared by several
+    primaries stacked primary-major) is projected once and reused for each of them.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int, qkv_bias: bool,
@@ -49,6 +104,8 @@ class _CrossAttention(BaseModule):
         if self.sr is not None:
             context = self.sr(context)
         kv = self.kv(self.norm_kv(nchw_to_nlc(context)))
+        if kv.shape[0] != b:  # one context per sample for b // kv.shape[0] primaries
+            kv = kv.repeat(b // kv.shape[0], 1, 1)
         d = c // self.num_heads
         q = q.view(b, h * w, self.num_heads, d).transpose(1, 2)
         k, v = kv.view(b, -1, 2, self.num_heads, d).permute(2, 0, 3, 1, 4)
@@ -61,15 +118,18 @@ class _CrossAttention(BaseModule):
 class _CrossModalBlock(BaseModule):
     """One CMTB: self-attention on the primary, auxiliary selection and mixing, cross-attention.
 
-    :meth:`forward_single` is the straightforward per-primary computation; the neck calls the
-    step methods on batched tensors instead, with the same results.
+    :meth:`forward_single` is the straightforward per-primary computation; :meth:`forward`
+    runs the same steps for all primaries of a stage as one batch, with the same results
+    (``aux_summary='per_primary'``).
     """
 
     def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int, pool_sizes: Sequence[int],
                  selection: str, with_cross: bool, with_ffn: bool, ffn_ratio: int,
-                 qkv_bias: bool, attn_drop: float, norm_cfg: dict) -> None:
+                 qkv_bias: bool, attn_drop: float, norm_cfg: dict,
+                 aux_summary: str = 'per_primary', cross_sr_ratio: Optional[int] = None) -> None:
         super().__init__()
         self.selection = selection
+        self.aux_summary = aux_summary
         self.with_cross = with_cross
         self.pool_sizes = tuple(pool_sizes)
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
@@ -80,8 +140,9 @@ class _CrossModalBlock(BaseModule):
             self.score = nn.Conv2d(embed_dims, 1, 1) if selection == 'sqh' else None
             self.mix_norm = build_norm_layer(norm_cfg, embed_dims)[1]
             self.mix_proj = nn.Conv2d(embed_dims, embed_dims, 1)
-            self.cross_attn = _CrossAttention(embed_dims, num_heads, sr_ratio, qkv_bias,
-                                              attn_drop, norm_cfg)
+            self.cross_attn = _CrossAttention(
+                embed_dims, num_heads, sr_ratio if cross_sr_ratio is None else cross_sr_ratio,
+                qkv_bias, attn_drop, norm_cfg)
         if with_ffn:
             self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
             self.ffn = MixFFN(embed_dims, ffn_ratio * embed_dims)
@@ -98,7 +159,7 @@ class _CrossModalBlock(BaseModule):
         """Self-Query Hub scoring x <- s * x + x, s = sigmoid(conv1x1(x)) per pixel ('sqh')."""
         if self.score is None:
             return x
-        return torch.sigmoid(self.score(x)) * x + x
+        return x * (1 + torch.sigmoid(self.score(x)))  # one full-size op fewer than s * x + x
 
     def merge(self, selected: List[Tensor]) -> Tensor:
         """Element-wise max ('sqh', 'max') or mean ('mean') over the selected auxiliaries."""
@@ -106,11 +167,13 @@ class _CrossModalBlock(BaseModule):
         return stacked.mean(0) if self.selection == 'mean' else stacked.max(0).values
 
     def mix(self, x: Tensor) -> Tensor:
-        """Parallel Pooling Mixer: x + W * sum_k AvgPool_k(LN(x)) (stride 1, same size)."""
+        """Parallel Pooling Mixer: x + W * sum_k AvgPool_k(LN(x)) (stride 1, same size, the
+        mean over in-image pixels), each pool computed separably (:func:`_box_mean`)."""
         normed = _norm_nchw(self.mix_norm, x)
-        pooled = sum(F.avg_pool2d(normed, k, stride=1, padding=k // 2, count_include_pad=False)
-                     for k in self.pool_sizes)
-        return x + self.mix_proj(pooled)
+        pooled = _box_mean(normed, self.pool_sizes[0])
+        for k in self.pool_sizes[1:]:
+            pooled = pooled.add_(_box_mean(normed, k))  # in place: no backward needs it
+        return self.mix_proj(pooled).add_(x)  # likewise the convolution's output
 
     def finish(self, x: Tensor) -> Tensor:
         """Optional MixFFN with a residual."""
@@ -121,12 +184,37 @@ class _CrossModalBlock(BaseModule):
         return nlc_to_nchw(self.ffn(self.norm2(tokens), hw, identity=tokens), hw)
 
     def forward_single(self, primary: Tensor, auxiliaries: List[Tensor]) -> Tensor:
-        """The CMTB for one primary (B, C, H, W) and its auxiliaries, step by step."""
+        """The CMTB for one primary (B, C, H, W) and its auxiliaries, step by step (the
+        paper's computation, ``aux_summary='per_primary'``)."""
         out = self.self_attend(primary)
         if auxiliaries:
             f_aux = self.mix(self.merge([self.select(a) for a in auxiliaries]))
             out = out + self.cross_attn(out, f_aux)
         return self.finish(out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """All primaries of a stage as one batch. x: (B, N, C, H, W) -> (N, B, C, H, W).
+
+        What does not depend on the primary runs once per modality (self-attention, SQH
+        scoring). 'per_primary': the leave-one-out max/mean over the other modalities gives
+        each primary its own merged auxiliary, mixed and attended to (equal to
+        :meth:`forward_single` for every primary). 'shared': one merge over all N modalities
+        per sample, mixed and projected to K/V once, attended to by every primary.
+        """
+        b, n = x.shape[:2]
+        shape = x.shape[2:]
+        per_mod = x.transpose(0, 1).reshape(n * b, *shape)  # primary-major, a view for B = 1
+        out = self.self_attend(per_mod)
+        if n > 1:
+            sel = self.select(per_mod).view(n, b, *shape)
+            if self.aux_summary == 'shared':
+                merged = _sum0(sel) / n if self.selection == 'mean' else _max0(sel)
+            else:
+                merged = _leave_one_out(sel, 'mean' if self.selection == 'mean' else 'max')
+                merged = merged.view(n * b, *shape)
+            del sel
+            out = out + self.cross_attn(out, self.mix(merged))
+        return self.finish(out).view(n, b, *shape)
 
 
 @MODELS.register_module()
@@ -148,14 +236,20 @@ class CMTBNeck(BaseModule):
 
     What does not depend on the primary is computed once: the self-attention of every modality
     and its SQH-scored map; with shared weights all primaries run as one batch (leave-one-out
-    max/mean over the auxiliaries). Results equal the per-primary loop
-    (:meth:`_CrossModalBlock.forward_single`).
+    max/mean over the auxiliaries from running maxima, separable pooling in the mixer).
+    Results equal the per-primary loop (:meth:`_CrossModalBlock.forward_single`) up to
+    floating-point rounding. ``aux_summary='shared'`` is a cheaper variant that changes results.
 
     Args:
         in_channels (Sequence[int]): Channels per stage. Defaults to (32, 64, 160, 256) (MiT-B0).
         num_heads (Sequence[int]): Attention heads per stage. Defaults to (1, 2, 5, 8).
         sr_ratios (Sequence[int]): Spatial-reduction ratio of the self- and cross-attention K/V
             per stage. Defaults to (8, 4, 2, 1) (as MiT).
+        cross_sr_ratios (Sequence[int], optional): A different reduction ratio for the
+            cross-attention K/V per stage (the paper does not say how its cross-attention reduces
+            K/V). E.g. (16, 8, 4, 2) gives it 4x fewer keys per stage, so about 4x less attention
+            arithmetic; it changes the model (accuracy unmeasured). Defaults to None
+            (``sr_ratios``).
         pool_sizes (Sequence[int]): Odd kernel sizes of the mixer's parallel average pools.
             Defaults to (3, 7, 11).
         selection (str): Auxiliary selection: 'sqh' (Self-Query Hub + max merge, the paper's),
@@ -170,6 +264,11 @@ class CMTBNeck(BaseModule):
         per_modality_out (str): What follows the fused maps in the output: 'fused' (the CMTB
             output with each modality as primary), 'raw' (the backbone maps) or 'none'.
             Defaults to 'fused'.
+        stacks_in_eval (bool): Return those per-modality stacks in eval mode too. Defaults to
+            False: in eval mode the neck returns the fused maps only. The stacks feed the
+            training-only SGM head; at inference the caller would hold them through the decode
+            head, which with EQUISeg-B0 on RGB-D-E-L at 1024 x 1024 raises the peak forward
+            memory by about 65 MB, above that of a single-modality SegFormer-B0.
         with_ffn (bool): Add a MixFFN after the cross-attention residual. Defaults to False
             (the paper's block ends at f = f1' + f_c).
         ffn_ratio (int): Hidden ratio of that FFN. Defaults to 4.
@@ -178,6 +277,13 @@ class CMTBNeck(BaseModule):
         norm_cfg (dict): Channel norm. Defaults to ``dict(type='LN', eps=1e-6)`` (as MiT).
         fast_attention (bool): Self-attention without computing the discarded attention maps
             (see ``use_fast_attention``). Defaults to True.
+        aux_summary (str): What each primary cross-attends to. 'per_primary' (the paper's):
+            the SQH-scored maps of its N - 1 auxiliaries, merged and mixed per primary, so the
+            mixer, the K/V reduction and the K/V projection run N times per stage. 'shared': one
+            summary per sample, merged over all N modalities (the primary's own map included),
+            mixed and projected to K/V once, attended to by every primary; the query side and
+            the attention itself are unchanged. Not in the paper (it changes results; accuracy
+            unmeasured). Needs ``share_weights=True``. Defaults to 'per_primary'.
         init_cfg (dict, optional): Initialisation config; None uses MiT's scheme.
             Defaults to None.
     """
@@ -186,17 +292,20 @@ class CMTBNeck(BaseModule):
                  in_channels: Sequence[int] = (32, 64, 160, 256),
                  num_heads: Sequence[int] = (1, 2, 5, 8),
                  sr_ratios: Sequence[int] = (8, 4, 2, 1),
+                 cross_sr_ratios: Optional[Sequence[int]] = None,
                  pool_sizes: Sequence[int] = (3, 7, 11),
                  selection: str = 'sqh',
                  share_weights: bool = True,
                  num_modalities: Optional[int] = None,
                  per_modality_out: str = 'fused',
+                 stacks_in_eval: bool = False,
                  with_ffn: bool = False,
                  ffn_ratio: int = 4,
                  qkv_bias: bool = True,
                  attn_drop: float = 0.,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  fast_attention: bool = True,
+                 aux_summary: str = 'per_primary',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         in_channels, num_heads, sr_ratios = list(in_channels), list(num_heads), list(sr_ratios)
@@ -209,6 +318,11 @@ class CMTBNeck(BaseModule):
                 raise ValueError(f'num_heads {num_heads} must divide in_channels {in_channels}')
             if r < 1:
                 raise ValueError(f'sr_ratios must be >= 1, got {sr_ratios}')
+        cross_sr_ratios = sr_ratios if cross_sr_ratios is None else list(cross_sr_ratios)
+        if len(cross_sr_ratios) != len(in_channels) or any(
+                not isinstance(r, int) or r < 1 for r in cross_sr_ratios):
+            raise ValueError(f'cross_sr_ratios must be None or one int >= 1 per stage, '
+                             f'got {cross_sr_ratios}')
         pool_sizes = list(pool_sizes)
         if not pool_sizes or any(not isinstance(k, int) or k < 1 or k % 2 == 0
                                  for k in pool_sizes):
@@ -226,19 +340,26 @@ class CMTBNeck(BaseModule):
                              'must be given (an int >= 1)')
         if ffn_ratio < 1:
             raise ValueError(f'ffn_ratio must be >= 1, got {ffn_ratio}')
+        if aux_summary not in _AUX_SUMMARIES:
+            raise ValueError(f'aux_summary must be one of {_AUX_SUMMARIES}, got {aux_summary!r}')
+        if aux_summary == 'shared' and not share_weights:
+            raise ValueError("aux_summary='shared' needs share_weights=True (one block attends "
+                             'for every primary)')
         self.in_channels = in_channels
         self.selection = selection
         self.share_weights = share_weights
         self.num_modalities = num_modalities
         self.per_modality_out = per_modality_out
+        self.stacks_in_eval = bool(stacks_in_eval)
+        self.aux_summary = aux_summary
         with_cross = num_modalities is None or num_modalities > 1
         copies = 1 if share_weights else num_modalities
 
         self.stages = ModuleList()
-        for c, h, r in zip(in_channels, num_heads, sr_ratios):
+        for c, h, r, cr in zip(in_channels, num_heads, sr_ratios, cross_sr_ratios):
             self.stages.append(ModuleList([
                 _CrossModalBlock(c, h, r, pool_sizes, selection, with_cross, with_ffn,
-                                 ffn_ratio, qkv_bias, attn_drop, norm_cfg)
+                                 ffn_ratio, qkv_bias, attn_drop, norm_cfg, aux_summary, cr)
                 for _ in range(copies)]))
         if fast_attention:
             use_fast_attention(self)
@@ -262,23 +383,6 @@ class CMTBNeck(BaseModule):
                 constant_init(m.score, val=0., bias=0.)
         self._is_init = True
 
-    def _fuse_shared(self, block: _CrossModalBlock, x: Tensor) -> Tensor:
-        """All primaries at once with one shared block. x: (B, N, C, H, W) -> (N, B, C, H, W)."""
-        b, n = x.shape[:2]
-        per_mod = x.transpose(0, 1).reshape(n * b, *x.shape[2:])
-        out = block.self_attend(per_mod)
-        if n > 1:
-            sel = block.select(per_mod).reshape(n, b, *x.shape[2:])
-            if self.selection == 'mean':
-                merged = (sel.sum(0, keepdim=True) - sel) / (n - 1)
-            else:  # max over the other modalities = top-1, or top-2 where the primary is top-1
-                top, idx = sel.topk(2, dim=0)
-                own = torch.arange(n, device=x.device).view(n, 1, 1, 1, 1)
-                merged = torch.where(idx[:1] == own, top[1:], top[:1])
-            f_aux = block.mix(merged.reshape(n * b, *x.shape[2:]))
-            out = out + block.cross_attn(out, f_aux)
-        return block.finish(out).reshape(n, b, *x.shape[2:])
-
     def _fuse_per_primary(self, blocks: ModuleList, x: Tensor) -> Tensor:
         """One block per primary. x: (B, N, C, H, W) -> (N, B, C, H, W)."""
         n = x.shape[1]
@@ -294,7 +398,8 @@ class CMTBNeck(BaseModule):
 
         Returns:
             tuple[Tensor]: The fused maps (B, C_i, H_i, W_i) of every stage, then, unless
-            ``per_modality_out='none'``, the per-modality stacks (B, N, C_i, H_i, W_i).
+            ``per_modality_out='none'`` or the neck is in eval mode (without
+            ``stacks_in_eval``), the per-modality stacks (B, N, C_i, H_i, W_i).
         """
         if len(inputs) != len(self.in_channels):
             raise ValueError(f'CMTBNeck expects {len(self.in_channels)} stages, got {len(inputs)}')
@@ -306,12 +411,16 @@ class CMTBNeck(BaseModule):
         if self.num_modalities is not None and n != self.num_modalities:
             raise ValueError(f'CMTBNeck was built for num_modalities={self.num_modalities} '
                              f'but got N={n}')
+        with_stacks = self.per_modality_out != 'none' and (self.training or self.stacks_in_eval)
         fused, stacks = [], []
         for blocks, x in zip(self.stages, inputs):
-            per_primary = self._fuse_shared(blocks[0], x) if self.share_weights \
+            per_primary = blocks[0](x) if self.share_weights \
                 else self._fuse_per_primary(blocks, x)
-            fused.append(per_primary.sum(0))
-            stacks.append(per_primary.transpose(0, 1) if self.per_modality_out == 'fused' else x)
-        if self.per_modality_out == 'none':
-            return tuple(fused)
+            # Canonical channels-last (a no-op here): mmseg's SegformerHead runs its 1 x 1
+            # convolutions on such maps without layout reorders (about 25% faster and 190 MB
+            # less at 1024 x 1024 than on MiT's own outputs, whose batch stride is irregular).
+            fused.append(_sum0(per_primary).contiguous(memory_format=torch.channels_last))
+            if with_stacks:
+                stacks.append(per_primary.transpose(0, 1)
+                              if self.per_modality_out == 'fused' else x)
         return tuple(fused) + tuple(stacks)

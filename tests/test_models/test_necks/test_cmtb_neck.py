@@ -1,11 +1,14 @@
-"""CMTBNeck: output contract, equality with the per-primary loop, options, gradients."""
+"""CMTBNeck: output contract, equality with the per-primary loop and the paper's square pools,
+options (and what they change), gradients."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 import equiseg_mm  # noqa: F401  (compat fixes before mmseg.models)
 from mmseg.registry import MODELS
 
 from equiseg_mm.models.necks import CMTBNeck
+from equiseg_mm.models.necks.cmtb_neck import _box_mean, _leave_one_out
 
 DIMS = [8, 16, 16, 32]
 HEADS = [1, 2, 2, 4]
@@ -177,3 +180,137 @@ def test_bad_inputs_raise():
     feats[1] = feats[1][:, :, :8]
     with pytest.raises(ValueError, match='stage 1'):
         neck(feats)
+
+
+# ---- fast paths: each equals the straightforward computation it replaces ----
+
+def _square_pools_mix(block, x):
+    """The mixer written with k x k pools, as the paper describes it."""
+    normed = block.mix_norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    pooled = sum(F.avg_pool2d(normed, k, stride=1, padding=k // 2, count_include_pad=False)
+                 for k in block.pool_sizes)
+    return x + block.mix_proj(pooled)
+
+
+@pytest.mark.parametrize('k', [1, 3, 7, 11])
+@pytest.mark.parametrize('hw', [(16, 24), (2, 3), (5, 1)])
+def test_separable_box_mean_equals_square_pool(k, hw):
+    x = torch.randn(3, 4, *hw)
+    want = F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
+    assert torch.allclose(_box_mean(x, k), want, atol=1e-6)
+
+
+def test_mixer_equals_square_pools():
+    neck = _neck()
+    neck.init_weights()
+    for blocks, c in zip(neck.stages, DIMS):
+        x = torch.randn(2, c, 9, 13)
+        assert torch.allclose(blocks[0].mix(x), _square_pools_mix(blocks[0], x), atol=1e-5)
+
+
+@pytest.mark.parametrize('reduction', ['max', 'mean'])
+@pytest.mark.parametrize('n', [2, 3, 4, 5])
+def test_leave_one_out_equals_loop(reduction, n):
+    x = torch.randn(n, 2, 3, 4, 5)
+    x[1] = x[0]  # ties
+    got = _leave_one_out(x, reduction)
+    for m in range(n):
+        others = torch.stack([x[j] for j in range(n) if j != m])
+        want = others.max(0).values if reduction == 'max' else others.mean(0)
+        assert torch.allclose(got[m], want, atol=1e-6)
+
+
+def test_batched_block_equals_forward_single_with_gradients():
+    neck = _neck(with_ffn=True)
+    neck.init_weights()
+    block = neck.stages[1][0]
+    with torch.no_grad():
+        block.score.weight.normal_()
+    x = torch.randn(2, 3, DIMS[1], *SIZES[1], requires_grad=True)
+    got = block(x)
+    want = torch.stack([block.forward_single(x[:, m], [x[:, j] for j in range(3) if j != m])
+                        for m in range(3)])
+    assert torch.allclose(got, want, atol=1e-5)
+    grad_got, = torch.autograd.grad(got.square().sum(), x)
+    grad_want, = torch.autograd.grad(want.square().sum(), x)
+    assert torch.allclose(grad_got, grad_want, atol=1e-4)
+
+
+def test_fused_maps_are_channels_last():
+    for out in _neck()(_feats(3))[:4]:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+# ---- options that change results: the paper's behaviour stays the default ----
+
+def _shared_naive(neck, feats):
+    """aux_summary='shared': one merge over all N modalities per sample, attended by all."""
+    fused = []
+    for blocks, x in zip(neck.stages, feats):
+        block, n = blocks[0], x.shape[1]
+        selected = torch.stack([block.select(x[:, j]) for j in range(n)], 0)
+        f_aux = block.mix(selected.max(0).values)
+        per = []
+        for m in range(n):
+            out = block.self_attend(x[:, m])
+            per.append(block.finish(out + block.cross_attn(out, f_aux)))
+        fused.append(sum(per))
+    return fused
+
+
+def test_shared_aux_summary_equals_its_definition_and_differs_from_paper():
+    paper = _neck()
+    paper.init_weights()
+    shared = _neck(aux_summary='shared')
+    shared.load_state_dict(paper.state_dict())
+    with torch.no_grad():
+        for neck in (paper, shared):
+            for blocks in neck.stages:
+                blocks[0].score.weight.fill_(0.3)
+    feats = _feats(3)
+    got = shared(feats)
+    for a, b in zip(got[:4], _shared_naive(shared, feats)):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(got[0], paper(feats)[0], atol=1e-3)
+    assert all(o.shape == p.shape for o, p in zip(got, paper(feats)))
+
+
+def test_shared_aux_summary_gets_gradients():
+    neck = _neck(aux_summary='shared', num_modalities=3)
+    neck.init_weights()
+    outs = neck(_feats(3))
+    sum(o.square().mean() for o in outs).backward()
+    assert all(p.grad is not None for p in neck.parameters())
+
+
+def test_cross_sr_ratios_reduce_only_the_cross_attention_keys():
+    neck = _neck(sr_ratios=[4, 2, 1, 1], cross_sr_ratios=[8, 4, 2, 1])
+    block = neck.stages[0][0]
+    assert block.self_attn.sr_ratio == 4 and block.cross_attn.sr.stride == (8, 8)
+    assert neck.stages[3][0].cross_attn.sr is None
+    outs = neck(_feats(2))
+    assert [o.shape for o in outs] == [o.shape for o in _neck()(_feats(2))]
+    default = _neck(sr_ratios=[4, 2, 1, 1])
+    assert default.stages[0][0].cross_attn.sr.stride == (4, 4)
+
+
+def test_eval_mode_returns_fused_maps_only_unless_asked():
+    feats = _feats(2)
+    neck = _neck().eval()
+    assert len(neck(feats)) == 4
+    neck.stacks_in_eval = True
+    assert len(neck(feats)) == 8
+    assert len(_neck(stacks_in_eval=True).eval()(feats)) == 8
+    assert len(_neck(per_modality_out='raw').eval()(feats)) == 4
+    assert len(_neck().train()(feats)) == 8
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(aux_summary='global'), 'aux_summary'),
+    (dict(aux_summary='shared', share_weights=False, num_modalities=2), 'share_weights'),
+    (dict(cross_sr_ratios=[8, 4, 2]), 'cross_sr_ratios'),
+    (dict(cross_sr_ratios=[8, 4, 2, 0]), 'cross_sr_ratios'),
+])
+def test_bad_option_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _neck(**kwargs)

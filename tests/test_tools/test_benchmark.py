@@ -1,0 +1,107 @@
+"""tools/benchmark.py and tools/get_flops.py: a tiny smoke run of their functions.
+
+Structure only (keys, interleaved order, FLOP bookkeeping); no timing is asserted.
+"""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+from tiny_config import TOOLS
+
+MODELS = ['equiseg-b0', 'segformer-b0', 'segformer-b0-fast']
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def bench():
+    threads = torch.get_num_threads()
+    yield _load('benchmark')
+    torch.set_num_threads(threads)  # the tool sets its own thread count
+
+
+def test_quick_run_json(bench, tmp_path, tiny_data):
+    out = tmp_path / 'bench.json'
+    result = bench.main(['--quick', '--models', *MODELS, '--threads', '1', '--no-memory',
+                         '--data-root', tiny_data, '--data-samples', '2', '--device', 'cpu',
+                         '--out', str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    for key in ('cpu_model', 'logical_cores', 'torch_threads', 'torch'):
+        assert key in result['machine']
+    assert result['settings']['sizes'] == [64] and result['settings']['models'] == MODELS
+    per_model = result['results']['64']
+    assert list(per_model) == MODELS
+    for name, res in per_model.items():
+        assert res['params'] > 0 and res['flops'] > 0, name
+        assert set(res['latency_s']) >= {'median', 'min', 'max', 'runs'}
+        assert len(res['latency_s']['runs']) == 2 and len(res['train_iter_s']['runs']) == 1
+        assert 'aten::scaled_dot_product_attention' not in res['flops_not_counted']
+    eq = per_model['equiseg-b0']
+    assert eq['flops_by_part']['neck'] > 0
+    assert eq['flops_by_part']['  neck.stage1'] <= eq['flops_by_part']['neck']
+    # stock and weights-off attention do the same arithmetic (bmm vs fused kernel)
+    assert per_model['segformer-b0']['flops'] == per_model['segformer-b0-fast']['flops']
+    ratios = result['ratios']['64']['equiseg-b0']
+    assert set(ratios) == {'segformer-b0', 'segformer-b0-fast'}
+    assert set(ratios['segformer-b0']) == {'flops', 'latency', 'latency_per_flops',
+                                           'train_iter', 'peak_memory'}
+    assert ratios['segformer-b0']['peak_memory'] is None  # --no-memory
+    # interleaved: A, B, C, A, B, C within every timed block
+    for tag in ('latency@64', 'train@64'):
+        order = [(name, rep) for t, name, rep in result['schedule'] if t == tag]
+        reps = len(order) // len(MODELS)
+        assert order == [(name, rep) for rep in range(reps) for name in MODELS], tag
+    loader = result['dataloader']
+    assert loader['samples_per_s_per_worker'] > 0 and loader['sample_shape'][0] == 12
+    assert 'ratios to SegFormer-B0 (RGB, stock)' in bench.format_table(result)
+
+
+def test_round_robin_interleaves(bench):
+    calls, schedule = [], []
+    tasks = {n: (lambda n=n: calls.append(n) or 0.0) for n in 'ABC'}
+    times = bench._round_robin(list('ABC'), tasks, warmup=1, repeats=2, schedule=schedule,
+                               tag='t')
+    assert calls == list('ABCABCABC')  # warm-up, then two interleaved rounds
+    assert [s[1] for s in schedule] == list('ABCABC') and times['A'] == [0.0, 0.0]
+
+
+def test_peak_memory_subprocess(bench):
+    mem = bench.measure_peak_memory('segformer-b0-fast', 64, threads=1, device='cpu')
+    assert mem['peak_bytes'] > 0 and 'method' in mem
+
+
+def test_get_flops_parts_and_counted_attention(capsys):
+    flops = _load('get_flops')
+    info = flops.main([osp.join(osp.dirname(TOOLS), 'configs', 'equiseg',
+                                'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py'),
+                       '--shape', '64', '--modalities', 'rgb', 'depth'])
+    text = capsys.readouterr().out
+    assert 'backbone[rgb]' in text and 'backbone[depth]' in text and 'neck.stage1' in text
+    assert '1 multiply-add = 1 FLOP' in text
+    parts = info['parts']
+    top = sum(v['flops'] for k, v in parts.items() if not k.startswith(' '))
+    assert top == info['flops'] and parts['backbone[rgb]']['flops'] == \
+        parts['backbone[depth]']['flops']
+    assert info['by_operator']['scaled_dot_product_attention'] > 0
+    assert info['by_operator']['avg_pool2d'] > 0
+    assert info['params_auxiliary'] == 0  # the SGM head has no parameters
+
+
+def test_sdpa_handle_counts_both_products():
+    flops = _load('get_flops')
+
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    q, k, v = torch.randn(2, 3, 10, 4), torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 5)
+    analyzer = flops.flop_analyzer(Attn(), (q, k, v))
+    assert analyzer.total() == 2 * 3 * 10 * 6 * (4 + 5)

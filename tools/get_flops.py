@@ -21,6 +21,7 @@ layout operators. They are cheap in arithmetic but memory-bound, so the FLOP cou
 their run time.
 """
 import argparse
+import os
 import copy
 import warnings
 from collections import Counter, OrderedDict
@@ -261,6 +262,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config settings, e.g. model.neck.aux_summary=shared')
     args = parser.parse_args(argv)
+    if not os.path.isfile(args.config):
+        parser.error(f'config file {args.config!r} does not exist')
     if len(args.shape) == 1:
         args.shape = args.shape * 2
     if len(args.shape) != 2 or min(args.shape) < 32:

@@ -115,6 +115,9 @@ def _summary(results, modalities):
 
 def main():
     args = parse_args()
+    for config in (args.config, None if args.skip_ablation else args.ablation_config):
+        if config and not osp.isfile(config):
+            raise SystemExit(f'error: config file {config!r} does not exist')
     t0 = time.time()
     summary = make_synthetic_deliver(args.data_root, seed=args.seed)
     print(f'[demo] synthetic data at {args.data_root}: {json.dumps(summary.get("num_samples", {}))}')

@@ -80,7 +80,7 @@ from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from get_flops import (TensorModeModel, build_segmentor, complexity,  # noqa: E402
-                       input_channels, load_model_cfg, num_params)
+                       input_channels, load_model_cfg)
 
 from equiseg_mm.models.backbones import use_fast_attention  # noqa: E402
 

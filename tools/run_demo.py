@@ -92,7 +92,7 @@ def _summary(results, modalities):
 
     prefix = 'mm/'
     row('mIoU, all modalities', prefix + 'mIoU')
-    row('EMM average (15 subsets)', prefix + 'EMM_avg')
+    row(f'EMM average ({2 ** len(modalities) - 1} subsets)', prefix + 'EMM_avg')
     for p in ('0.2', '0.1', '0.05'):
         row(f'EMM expectation E({p})', f'{prefix}EMM_E@{p}')
     for m in modalities:

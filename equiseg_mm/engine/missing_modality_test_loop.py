@@ -88,8 +88,9 @@ class MissingModalityTestLoop(TestLoop):
             (0, 1]. Defaults to ().
         reuse_branch_outputs (bool): When the backbone offers ``reuse_branch_outputs`` (as
             :class:`MultiModalMiT` does), reuse each branch's output across the passes of a batch:
-            a branch then runs twice per batch (its input and zeros) instead of once per subset.
-            The results are bit-identical. Defaults to True.
+            over the EMM passes a branch runs twice per batch (its input and zeros) instead of
+            once per subset (RMM/NM passes change the inputs and run). The results are
+            bit-identical. Defaults to True.
     """
 
     def __init__(self,

@@ -45,6 +45,7 @@ model = dict(
         pool_sizes=(3, 7, 11),
         selection='sqh',
         share_weights=True,
+        num_modalities=len(modalities),  # builds no unused cross-modal layers when N = 1
         per_modality_out='fused'),
     decode_head=dict(
         type='SegformerHead',

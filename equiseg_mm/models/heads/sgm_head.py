@@ -131,6 +131,11 @@ class SGMHead(BaseDecodeHead):
         Returns:
             list[Tensor]: The inputs at ``in_index``, each (B, N, C, h, w).
         """
+        if len(inputs) <= max(self.in_index):
+            raise ValueError(
+                f'SGMHead reads neck outputs {list(self.in_index)} but got {len(inputs)}: the '
+                "neck returns its per-modality stacks only in training (CMTBNeck's "
+                "stacks_in_eval=False) and never with per_modality_out='none'")
         feats = self._transform_inputs(inputs)
         for i, (f, c) in zip(self.in_index, zip(feats, self.in_channels)):
             if f.dim() != 5 or f.shape[2] != c:
@@ -187,16 +192,22 @@ class SGMHead(BaseDecodeHead):
         self.last_pairing = tuple(pairing)
         teacher = torch.tensor(pairing, device=feats[0].device)
         total = feats[0].new_zeros((), dtype=torch.float32)
-        for feat in feats:
-            if n == 1:
-                break
-            label = F.interpolate(gt.float(), size=feat.shape[-2:], mode='nearest')
-            protos = self._prototypes(feat.float(), label.long().squeeze(1))
-            if protos.shape[1] == 0:
-                continue
-            student = F.normalize(protos, dim=-1)
-            anchors = student[teacher].detach()
-            target = torch.softmax(anchors @ anchors.transpose(1, 2) / self.temperature, -1)
-            log_pred = torch.log_softmax(student @ anchors.transpose(1, 2) / self.temperature, -1)
-            total = total + F.kl_div(log_pred, target, reduction='none').sum(-1).mean()
+        # fp32 even under AMP: per-class sums over tens of thousands of pixels overflow fp16
+        with torch.autocast(device_type=feats[0].device.type, enabled=False):
+            for feat in feats:
+                if n == 1:
+                    break
+                total = total + self._stage_loss(feat, gt, teacher)
         return {self.loss_name: total * (self.loss_weight / len(feats))}
+
+    def _stage_loss(self, feat: Tensor, gt: Tensor, teacher: Tensor) -> Tensor:
+        """KL(target || prediction) of one stage, averaged over modalities and classes."""
+        label = F.interpolate(gt.float(), size=feat.shape[-2:], mode='nearest')
+        protos = self._prototypes(feat.float(), label.long().squeeze(1))
+        if protos.shape[1] == 0:
+            return feat.new_zeros((), dtype=torch.float32)
+        student = F.normalize(protos, dim=-1)
+        anchors = student[teacher].detach()
+        target = torch.softmax(anchors @ anchors.transpose(1, 2) / self.temperature, -1)
+        log_pred = torch.log_softmax(student @ anchors.transpose(1, 2) / self.temperature, -1)
+        return F.kl_div(log_pred, target, reduction='none').sum(-1).mean()

@@ -173,7 +173,7 @@ class _CrossModalBlock(BaseModule):
         pooled = _box_mean(normed, self.pool_sizes[0])
         for k in self.pool_sizes[1:]:
             pooled = pooled.add_(_box_mean(normed, k))  # in place: no backward needs it
-        return self.mix_proj(pooled).add_(x)  # likewise the convolution's output
+        return self.mix_proj(pooled) + x  # out of place: keeps x's precision under AMP
 
     def finish(self, x: Tensor) -> Tensor:
         """Optional MixFFN with a residual."""

@@ -193,3 +193,25 @@ def test_bad_arguments_raise(kwargs, match):
     cfg.update(kwargs)
     with pytest.raises(ValueError, match=match):
         SGMHead(**cfg)
+
+
+def test_loss_stays_fp32_under_fp16_autocast():
+    # 2 x 160 x 160 pixels of one class: the per-class sums overflow fp16 (65504)
+    head = SGMHead(in_channels=[8], in_index=[1], num_classes=2, seed=0)
+    g = torch.Generator().manual_seed(0)
+    stack = 4 + torch.randn(2, 2, 8, 160, 160, generator=g)
+    inputs = [stack.sum(1), stack]
+    labels = _samples([torch.zeros(160, 160, dtype=torch.long)] * 2)
+    labels[0].gt_sem_seg.data[:, :10] = 1
+    fp32 = head.loss(inputs, labels, None)['loss_sgm']
+    head = SGMHead(in_channels=[8], in_index=[1], num_classes=2, seed=0)
+    with torch.autocast('cpu', dtype=torch.float16):
+        amp = head.loss(inputs, labels, None)['loss_sgm']
+    assert torch.isfinite(amp) and amp.dtype == torch.float32
+    torch.testing.assert_close(amp, fp32)
+
+
+def test_missing_stacks_name_the_neck_setting():
+    head = _head()
+    with pytest.raises(ValueError, match='stacks_in_eval'):
+        head.loss(_inputs(3)[:2], _samples(_labels()), None)

@@ -14,14 +14,18 @@ Models (25 classes, the same ``SegformerHead`` with 256 channels, SyncBN built a
 * ``segformer-b0``: mmseg's own SegFormer-B0 on RGB (stock ``MixVisionTransformer`` +
   ``SegformerHead``, mmseg's ``segformer_mit-b0`` settings), stock attention: mmseg calls
   ``nn.MultiheadAttention`` with ``need_weights=True``, so every attention map is materialised.
-* ``segformer-b0-fast``: the same with ``use_fast_attention`` (attention maps not computed).
-* ``earlyfusion-b0``: one MiT-B0 over the 12 stacked RGB-D-E-L channels, the same head, fast
-  attention (as EQUISeg's branches).
+* ``segformer-b0-fast``: the same with EQUISeg's two speed switches for MiT (same outputs):
+  ``use_fast_attention`` (attention maps not computed) and ``use_channels_last`` (MiT's maps
+  with regular channels-last strides, so oneDNN's convolutions run without layout reorders at
+  batch 1): the best single-branch baseline.
+* ``earlyfusion-b0``: one MiT-B0 over the 12 stacked RGB-D-E-L channels, the same head, both
+  switches (as EQUISeg's branches).
 
-Layout note: stock MiT stage outputs are channels-last views with an irregular batch stride,
-on which mmseg's ``SegformerHead`` runs about 25% slower and with ~190 MB more memory at
-1024 x 1024 than on the canonical channels-last maps ``CMTBNeck`` returns; the baselines are
-measured as mmseg ships them.
+Layout note: at batch 1, stock MiT's maps are channels-last views with an irregular batch
+stride, on which oneDNN reorders the data around every convolution (MixFFN, spatial reduction,
+patch embedding) and mmseg's ``SegformerHead`` runs about 25% slower and with ~190 MB more
+memory at 1024 x 1024. ``segformer-b0`` is measured as mmseg ships it; ``segformer-b0-fast``,
+``earlyfusion-b0`` and EQUISeg's branches and neck use regular strides.
 
 Measured, for every size in ``--sizes`` and every model, on the same input:
 
@@ -51,7 +55,7 @@ order is recorded under ``schedule``. Also measured once: **dataloader throughpu
 one worker (the train pipeline of the synthetic config, run in this process), on ``--data-root``
 or on a small synthetic dataset written to a temporary folder.
 
-The table gives ratios to SegFormer-B0 (stock) and to SegFormer-B0 (attention weights off):
+The table gives ratios to SegFormer-B0 (stock) and to SegFormer-B0 (fast path):
 GFLOPs, latency, latency/FLOPs (latency ratio divided by FLOPs ratio: above 1 means fewer FLOPs
 per second than the baseline), training-iteration time and peak memory. ``--out`` writes all of
 it with machine information (CPU model, cores, threads, versions) as JSON.
@@ -82,7 +86,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from get_flops import (TensorModeModel, build_segmentor, complexity,  # noqa: E402
                        input_channels, load_model_cfg)
 
-from equiseg_mm.models.backbones import use_fast_attention  # noqa: E402
+from equiseg_mm.models.utils import use_channels_last, use_fast_attention  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'equiseg',
@@ -96,7 +100,7 @@ MODEL_NAMES = ('equiseg-b0', 'segformer-b0', 'segformer-b0-fast', 'earlyfusion-b
 LABELS = {
     'equiseg-b0': 'EQUISeg-B0 (RGB-D-E-L)',
     'segformer-b0': 'SegFormer-B0 (RGB, stock)',
-    'segformer-b0-fast': 'SegFormer-B0 (RGB, weights off)',
+    'segformer-b0-fast': 'SegFormer-B0 (RGB, fast path)',
     'earlyfusion-b0': 'Early-fusion MiT-B0 (12 ch)',
 }
 MEMORY_METHOD = ('CPU: peak RSS (VmHWM) during one forward minus RSS before it, fresh '
@@ -161,6 +165,7 @@ def build_model(name: str, config: str = DEFAULT_CONFIG, device: str = 'cpu',
     model = build_segmentor(model_cfg(name, config, cfg_options))
     if name in ('segformer-b0-fast', 'earlyfusion-b0'):
         use_fast_attention(model)
+        use_channels_last(model)
     return model.to(device).eval()
 
 

@@ -6,13 +6,15 @@ and prints a short summary: full-modality mIoU, the EMM average, each modality's
 and where the reports and pictures are.
 
     python tools/run_demo.py [--data-root data/synthetic_deliver] [--work-dir work_dirs/demo]
-        [--max-iters N] [--skip-ablation]
+        [--max-iters N] [--skip-ablation] [--cfg-options KEY=VALUE ...]
 """
 import argparse
 import json
 import os
 import os.path as osp
 import time
+
+from mmengine.config import DictAction
 
 import equiseg_mm  # noqa: F401
 from equiseg_mm.apis import prepare_config, runner_from_config
@@ -39,7 +41,10 @@ def parse_args():
     parser.add_argument('--seed', type=int, default=0, help='dataset and training seed')
     parser.add_argument('--num-panels', type=int, default=4,
                         help='test samples drawn as modality panels (inputs, GT, predictions '
-                        'with each modality missing)')
+                        'with each modality missing); 0: none')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='overrides applied to every trained config (after the demo\'s own), '
+                        'e.g. model.neck.aux_summary=shared randomness.seed=1')
     return parser.parse_args()
 
 
@@ -56,6 +61,7 @@ def _run(name, config, args):
     if args.max_iters:
         options['train_cfg.max_iters'] = args.max_iters
         options['train_cfg.val_interval'] = args.max_iters
+    options.update(args.cfg_options)
     cfg = prepare_config(config, work_dir=work_dir, cfg_options=options)
     if args.max_iters:  # shrink warm-up and decay to the shorter schedule
         old = cfg.param_scheduler[-1]['end']
@@ -71,7 +77,7 @@ def _run(name, config, args):
     test_s = time.time() - start
     panels = visualize_modalities(runner.model, runner.test_dataloader.dataset,
                                   osp.join(runner.log_dir, 'vis_modalities'),
-                                  num_samples=args.num_panels)
+                                  num_samples=args.num_panels) if args.num_panels > 0 else []
     return dict(metrics=metrics, train_s=train_s, test_s=test_s, work_dir=work_dir,
                 log_dir=runner.log_dir, panels_dir=osp.dirname(panels[0]) if panels else None)
 

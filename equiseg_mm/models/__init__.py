@@ -2,8 +2,9 @@ from .backbones import MultiModalMiT, convert_segformer_mit_keys, use_fast_atten
 from .data_preprocessor import MultiModalSegDataPreProcessor
 from .heads import SGMHead
 from .necks import CMTBNeck
+from .utils import use_channels_last
 
 __all__ = [
     'CMTBNeck', 'MultiModalMiT', 'MultiModalSegDataPreProcessor', 'SGMHead',
-    'convert_segformer_mit_keys', 'use_fast_attention'
+    'convert_segformer_mit_keys', 'use_channels_last', 'use_fast_attention'
 ]

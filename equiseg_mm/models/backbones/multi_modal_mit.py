@@ -1,8 +1,7 @@
 """Multi-branch Mix Transformer: one equal encoder branch per modality (EQUISeg's encoder).
 
-Besides :class:`MultiModalMiT`, this file holds two small public helpers the other model parts
-and ``tools/convert_mit_checkpoint.py`` use: :func:`convert_segformer_mit_keys` (official
-SegFormer ``mit_b*.pth`` key names -> mmseg's) and :func:`use_fast_attention`.
+Besides :class:`MultiModalMiT`, this file holds :func:`convert_segformer_mit_keys` (official
+SegFormer ``mit_b*.pth`` key names -> mmseg's), which ``tools/convert_mit_checkpoint.py`` uses.
 """
 import contextlib
 import copy
@@ -19,9 +18,10 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor
 
-from mmseg.models.backbones.mit import EfficientMultiheadAttention, MixVisionTransformer
+from mmseg.models.backbones.mit import MixVisionTransformer
 from mmseg.registry import MODELS
 from ...utils import channel_slices
+from ..utils import stack_channels_last, use_channels_last, use_fast_attention
 
 _SEGFORMER_PATCH_EMBED = re.compile(r'^patch_embed(\d+)\.(proj|norm)\.(.+)$')
 _SEGFORMER_BLOCK = re.compile(r'^block(\d+)\.(\d+)\.(.+)$')
@@ -94,37 +94,6 @@ def convert_segformer_mit_keys(state_dict: Mapping[str, Tensor]) -> 'OrderedDict
         else:  # norm1, norm2, attn.sr, attn.norm keep their names
             out[prefix + rest] = value
     return out
-
-
-class _NoWeightsMultiheadAttention(nn.MultiheadAttention):
-    """``nn.MultiheadAttention`` that never computes the (discarded) attention weights."""
-
-    def forward(self, *args, **kwargs):
-        kwargs['need_weights'] = False
-        return super().forward(*args, **kwargs)
-
-
-def use_fast_attention(module: nn.Module) -> int:
-    """Make every mmseg ``EfficientMultiheadAttention`` inside ``module`` skip attention maps.
-
-    mmseg's ``EfficientMultiheadAttention`` calls ``nn.MultiheadAttention`` with the default
-    ``need_weights=True``, which materialises and averages the attention maps only to throw them
-    away. This switches the class of each inner ``nn.MultiheadAttention`` to a subclass that
-    passes ``need_weights=False`` (PyTorch then uses fused scaled-dot-product attention). The
-    outputs are the same up to floating point; parameters and state-dict keys do not change.
-
-    Args:
-        module (nn.Module): Any module; it is changed in place.
-
-    Returns:
-        int: The number of attention modules switched.
-    """
-    count = 0
-    for m in module.modules():
-        if isinstance(m, EfficientMultiheadAttention) and type(m.attn) is nn.MultiheadAttention:
-            m.attn.__class__ = _NoWeightsMultiheadAttention
-            count += 1
-    return count
 
 
 def _extract_backbone_state_dict(checkpoint: Mapping) -> 'OrderedDict[str, Tensor]':
@@ -230,7 +199,12 @@ class MultiModalMiT(BaseModule):
             of MiT (the MiT arguments are then ignored); its ``in_channels`` is set per
             modality. All branches must return maps of equal shapes. Defaults to None (MiT).
         fast_attention (bool): Run the branches' attention with ``need_weights=False`` (see
-            :func:`use_fast_attention`); same outputs, much faster on CPU. Defaults to True.
+            :func:`~equiseg_mm.models.utils.use_fast_attention`); same outputs, much faster on
+            CPU. Defaults to True.
+        fast_layout (bool): Run the MiT branches on regular channels-last maps (see
+            :func:`~equiseg_mm.models.utils.use_channels_last`) and stack their outputs in
+            channels-last memory; same outputs, about 1.5x faster branches at batch 1 on CPU.
+            Defaults to True.
         init_cfg (dict, optional): Initialisation config; ``type='Pretrained'`` is handled as
             described above. Defaults to None.
     """
@@ -256,6 +230,7 @@ class MultiModalMiT(BaseModule):
                  with_cp: bool = False,
                  branch: Optional[dict] = None,
                  fast_attention: bool = True,
+                 fast_layout: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if isinstance(modalities, str) or not isinstance(modalities, Sequence) \
@@ -276,8 +251,9 @@ class MultiModalMiT(BaseModule):
         if branch is not None and 'type' not in branch:
             raise ValueError("branch must name a registered backbone with 'type', "
                              f'got {dict(branch)!r}')
-        if not isinstance(fast_attention, bool):
-            raise ValueError(f'fast_attention must be True or False, got {fast_attention!r}')
+        for flag, value in (('fast_attention', fast_attention), ('fast_layout', fast_layout)):
+            if not isinstance(value, bool):
+                raise ValueError(f'{flag} must be True or False, got {value!r}')
         if isinstance(init_cfg, (list, tuple)) and any(
                 isinstance(c, dict) and c.get('type') == 'Pretrained' for c in init_cfg):
             raise ValueError("init_cfg: give type='Pretrained' as a single dict, not in a list, "
@@ -294,6 +270,7 @@ class MultiModalMiT(BaseModule):
                                  f'[0, {num_stages}), got {list(out_indices)}')
         self.branch_cfg = copy.deepcopy(dict(branch)) if branch is not None else None
         self.fast_attention = fast_attention
+        self.fast_layout = fast_layout
 
         self.branches = ModuleList()
         for channels in self.in_channels:
@@ -312,6 +289,8 @@ class MultiModalMiT(BaseModule):
                 self.branches.append(MODELS.build(cfg))
         if fast_attention:
             use_fast_attention(self.branches)
+        if fast_layout:
+            use_channels_last(self.branches)
 
     @property
     def num_modalities(self) -> int:
@@ -357,7 +336,8 @@ class MultiModalMiT(BaseModule):
 
         Returns:
             tuple[Tensor]: One tensor per output stage, shape (B, N, C_i, H_i, W_i), the
-            modalities in ``modalities`` order.
+            modalities in ``modalities`` order; with ``fast_layout`` their memory is ordered
+            (B, N, H_i, W_i, C_i) (a permuted view).
         """
         if x.dim() != 4 or x.shape[1] != sum(self.in_channels):
             raise ValueError(
@@ -365,7 +345,8 @@ class MultiModalMiT(BaseModule):
                 f'{self.modalities} with channels {self.in_channels}, got {tuple(x.shape)}')
         per_branch = [self._run_branch(n, branch, x[:, self._slices[name]])
                       for n, (name, branch) in enumerate(zip(self.modalities, self.branches))]
-        return tuple(torch.stack([outs[i] for outs in per_branch], dim=1)
+        stack = stack_channels_last if self.fast_layout else torch.stack
+        return tuple(stack([outs[i] for outs in per_branch], dim=1)
                      for i in range(len(per_branch[0])))
 
     @contextlib.contextmanager

@@ -4,6 +4,7 @@
         [--train-repeats 3] [--models equiseg-b0 segformer-b0 segformer-b0-fast earlyfusion-b0]
         [--device cpu|cuda] [--data-root DIR] [--out benchmark.json] [--quick] [--no-memory]
         [--cfg-options model.neck.aux_summary=shared ...]   # EQUISeg variants
+        [--malloc-keep]                                      # glibc keeps freed memory
     python tools/benchmark.py --profile [--sizes 512]     # where EQUISeg-B0's time goes
 
 Models (25 classes, the same ``SegformerHead`` with 256 channels, SyncBN built as BN):
@@ -14,18 +15,30 @@ Models (25 classes, the same ``SegformerHead`` with 256 channels, SyncBN built a
 * ``segformer-b0``: mmseg's own SegFormer-B0 on RGB (stock ``MixVisionTransformer`` +
   ``SegformerHead``, mmseg's ``segformer_mit-b0`` settings), stock attention: mmseg calls
   ``nn.MultiheadAttention`` with ``need_weights=True``, so every attention map is materialised.
-* ``segformer-b0-fast``: the same with EQUISeg's two speed switches for MiT (same outputs):
-  ``use_fast_attention`` (attention maps not computed) and ``use_channels_last`` (MiT's maps
-  with regular channels-last strides, so oneDNN's convolutions run without layout reorders at
-  batch 1): the best single-branch baseline.
+* ``segformer-b0-fast``: the same with ``use_fast_attention`` (attention maps not computed; the
+  "attention weights off" SegFormer of the project's performance targets).
+* ``segformer-b0-cl``: the same with both of EQUISeg's speed switches for MiT (same outputs):
+  ``use_fast_attention`` and ``use_channels_last`` (MiT's maps with regular channels-last
+  strides, so oneDNN's convolutions run without layout reorders at batch 1): the fastest
+  single-branch baseline known here.
 * ``earlyfusion-b0``: one MiT-B0 over the 12 stacked RGB-D-E-L channels, the same head, both
   switches (as EQUISeg's branches).
 
 Layout note: at batch 1, stock MiT's maps are channels-last views with an irregular batch
 stride, on which oneDNN reorders the data around every convolution (MixFFN, spatial reduction,
 patch embedding) and mmseg's ``SegformerHead`` runs about 25% slower and with ~190 MB more
-memory at 1024 x 1024. ``segformer-b0`` is measured as mmseg ships it; ``segformer-b0-fast``,
-``earlyfusion-b0`` and EQUISeg's branches and neck use regular strides.
+memory at 1024 x 1024. ``segformer-b0`` and ``segformer-b0-fast`` are measured with mmseg's
+layout; ``segformer-b0-cl``, ``earlyfusion-b0`` and EQUISeg's branches and neck use regular
+strides.
+
+Allocator note: with glibc's default settings, large freed buffers go back to the operating
+system and every new one is page-faulted in again; at 1024 x 1024 that is about 1.2 s of
+system time per EQUISeg-B0 forward and 1.7 s per stock SegFormer-B0 forward (whose discarded
+attention maps are 268 MB per layer) on the project's 2-core CPU. ``--malloc-keep`` makes glibc
+keep freed memory for reuse (``mallopt``: mmap threshold 1 GB, trim threshold 2 GB, top pad
+1 GB; for any command the environment variables ``MALLOC_MMAP_THRESHOLD_=1073741824
+MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=1073741824`` do the same) for the whole run;
+the default measures the process as users start it.
 
 Measured, for every size in ``--sizes`` and every model, on the same input:
 
@@ -55,7 +68,7 @@ order is recorded under ``schedule``. Also measured once: **dataloader throughpu
 one worker (the train pipeline of the synthetic config, run in this process), on ``--data-root``
 or on a small synthetic dataset written to a temporary folder.
 
-The table gives ratios to SegFormer-B0 (stock) and to SegFormer-B0 (fast path):
+The table gives ratios to SegFormer-B0 (stock, weights off, weights off + channels-last):
 GFLOPs, latency, latency/FLOPs (latency ratio divided by FLOPs ratio: above 1 means fewer FLOPs
 per second than the baseline), training-iteration time and peak memory. ``--out`` writes all of
 it with machine information (CPU model, cores, threads, versions) as JSON.
@@ -95,12 +108,14 @@ SYNTHETIC_CONFIG = osp.join(ROOT, 'configs', 'equiseg',
                             'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')
 MODALITIES = ('rgb', 'depth', 'event', 'lidar')
 NUM_CLASSES = 25
-BASELINES = ('segformer-b0', 'segformer-b0-fast')
-MODEL_NAMES = ('equiseg-b0', 'segformer-b0', 'segformer-b0-fast', 'earlyfusion-b0')
+BASELINES = ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl')
+MODEL_NAMES = ('equiseg-b0', 'segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl',
+               'earlyfusion-b0')
 LABELS = {
     'equiseg-b0': 'EQUISeg-B0 (RGB-D-E-L)',
     'segformer-b0': 'SegFormer-B0 (RGB, stock)',
-    'segformer-b0-fast': 'SegFormer-B0 (RGB, fast path)',
+    'segformer-b0-fast': 'SegFormer-B0 (RGB, weights off)',
+    'segformer-b0-cl': 'SegFormer-B0 (RGB, w-off + cl)',
     'earlyfusion-b0': 'Early-fusion MiT-B0 (12 ch)',
 }
 MEMORY_METHOD = ('CPU: peak RSS (VmHWM) during one forward minus RSS before it, fresh '
@@ -151,7 +166,7 @@ def model_cfg(name: str, config: str = DEFAULT_CONFIG,
         cfg = load_model_cfg(config, MODALITIES, cfg_options)
         cfg.data_preprocessor.update(size=None, size_divisor=32)  # any benchmark size
         return cfg.to_dict()
-    if name in ('segformer-b0', 'segformer-b0-fast'):
+    if name in ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl'):
         return _segformer_cfg(3)
     if name == 'earlyfusion-b0':
         return _segformer_cfg(3 * len(MODALITIES), MODALITIES)
@@ -163,10 +178,27 @@ def build_model(name: str, config: str = DEFAULT_CONFIG, device: str = 'cpu',
     """Build a benchmark model (eval mode, random weights, fixed seed) on ``device``."""
     torch.manual_seed(0)
     model = build_segmentor(model_cfg(name, config, cfg_options))
-    if name in ('segformer-b0-fast', 'earlyfusion-b0'):
+    if name in ('segformer-b0-fast', 'segformer-b0-cl', 'earlyfusion-b0'):
         use_fast_attention(model)
+    if name in ('segformer-b0-cl', 'earlyfusion-b0'):
         use_channels_last(model)
     return model.to(device).eval()
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse (see the module docstring). Returns whether every
+    ``mallopt`` call succeeded (False where there is no glibc)."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return all(mallopt(option, value) == 1 for option, value in (
+        (m_mmap_threshold, 2**30), (m_trim_threshold, 2**31 - 1),
+        (m_top_pad, 2**30)))
 
 
 def _sync(device: str) -> None:
@@ -434,7 +466,14 @@ def _fmt(value: Optional[float], spec: str = '.2f') -> str:
 
 def format_table(result: Dict) -> str:
     """The benchmark as text: one block per size, then the dataloader."""
+    labels = result.get('labels', LABELS)
+    settings = result['settings']
     lines = []
+    if settings.get('config', DEFAULT_CONFIG) != DEFAULT_CONFIG or settings.get('cfg_options'):
+        lines.append(f'* EQUISeg from {osp.relpath(settings["config"], ROOT)}, options '
+                     f'{settings.get("cfg_options") or {}}')
+    if settings.get('malloc_keep'):
+        lines.append('glibc keeps freed memory (--malloc-keep)')
     for size, per_model in result['results'].items():
         lines.append(f'\n== {size}x{size}, batch {result["settings"]["batch"]} '
                      f'(train: batch {result["settings"]["train_batch"]}), '
@@ -447,7 +486,7 @@ def format_table(result: Dict) -> str:
             span = f'({lat["min"] * 1e3:.0f}-{lat["max"] * 1e3:.0f})' if lat else '-'
             mem = res.get('peak_memory_bytes')
             lines.append(
-                f'{LABELS[name]:<32s}{res["params"] / 1e6:9.2f}{gflops:9.2f}'
+                f'{labels[name]:<32s}{res["params"] / 1e6:9.2f}{gflops:9.2f}'
                 f'{_fmt(lat and lat["median"] * 1e3, ".1f"):>11s}{span:>17s}'
                 f'{_fmt(lat and lat["median"] * 1e3 / max(gflops, 1e-9), ".2f"):>9s}'
                 f'{_fmt(res.get("train_iter_s", {}).get("median"), ".3f"):>9s}'
@@ -459,13 +498,13 @@ def format_table(result: Dict) -> str:
         for base in BASELINES:
             if not any(base in r for r in ratios.values()):
                 continue
-            lines.append(f'ratios to {LABELS[base]}: GFLOPs / latency / latency per FLOP / '
+            lines.append(f'ratios to {labels[base]}: GFLOPs / latency / latency per FLOP / '
                          f'train iter / peak memory')
             for name, per_base in ratios.items():
                 r = per_base.get(base)
                 if r is None or name == base:
                     continue
-                lines.append(f'  {LABELS[name]:<34s}' + ' / '.join(
+                lines.append(f'  {labels[name]:<34s}' + ' / '.join(
                     _fmt(r[k]) for k in ('flops', 'latency', 'latency_per_flops', 'train_iter',
                                          'peak_memory')))
     loader = result.get('dataloader')
@@ -482,6 +521,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
     torch.set_num_threads(args.threads)
     device = args.device
     names = list(args.models)
+    malloc_kept = keep_freed_memory() if args.malloc_keep else False
     models = OrderedDict((name, build_model(name, args.config, device, args.cfg_options))
                          for name in names)
     result = dict(machine=machine_info(device),
@@ -489,9 +529,12 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
                                 train_repeats=args.train_repeats, threads=args.threads,
                                 batch=args.batch, train_batch=args.train_batch, device=device,
                                 models=names, config=args.config,
-                                cfg_options=args.cfg_options or {}, quick=args.quick),
+                                cfg_options=args.cfg_options or {}, quick=args.quick,
+                                malloc_keep=malloc_kept),
                   flop_method=FLOP_METHOD, memory_method=MEMORY_METHOD,
-                  labels={n: LABELS[n] for n in names}, results=OrderedDict(),
+                  labels={n: LABELS[n] + ('*' if n == 'equiseg-b0' and (
+                      args.cfg_options or args.config != DEFAULT_CONFIG) else '')
+                          for n in names}, results=OrderedDict(),
                   ratios=OrderedDict(), schedule=[])
     for size in args.sizes:
         per_model = OrderedDict()
@@ -637,6 +680,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--data-samples', type=int, default=32,
                         help='samples timed for the dataloader throughput (0: skip)')
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
+    parser.add_argument('--malloc-keep', action='store_true',
+                        help='glibc keeps freed memory for reuse instead of page-faulting every '
+                        'large buffer in again (see the module docstring); latency and training '
+                        'time only')
     parser.add_argument('--out', default=None, help='write the results as JSON here')
     parser.add_argument('--quick', action='store_true',
                         help='smoke run: 64x64, 2 repeats, 1 warm-up, 1 train iteration, '

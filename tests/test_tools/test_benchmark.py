@@ -4,14 +4,17 @@ Structure only (keys, interleaved order, FLOP bookkeeping); no timing is asserte
 """
 import importlib.util
 import json
+import os
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from tiny_config import TOOLS
 
-MODELS = ['equiseg-b0', 'segformer-b0', 'segformer-b0-fast']
+MODELS = ['equiseg-b0', 'segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl']
 
 
 def _load(name):
@@ -48,9 +51,11 @@ def test_quick_run_json(bench, tmp_path, tiny_data):
     assert eq['flops_by_part']['neck'] > 0
     assert eq['flops_by_part']['  neck.stage1'] <= eq['flops_by_part']['neck']
     # stock and weights-off attention do the same arithmetic (bmm vs fused kernel)
-    assert per_model['segformer-b0']['flops'] == per_model['segformer-b0-fast']['flops']
+    assert per_model['segformer-b0']['flops'] == per_model['segformer-b0-fast']['flops'] \
+        == per_model['segformer-b0-cl']['flops']
     ratios = result['ratios']['64']['equiseg-b0']
-    assert set(ratios) == {'segformer-b0', 'segformer-b0-fast'}
+    assert set(ratios) == {'segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl'}
+    assert result['settings']['malloc_keep'] is False
     assert set(ratios['segformer-b0']) == {'flops', 'latency', 'latency_per_flops',
                                            'train_iter', 'peak_memory'}
     assert ratios['segformer-b0']['peak_memory'] is None  # --no-memory
@@ -105,3 +110,49 @@ def test_sdpa_handle_counts_both_products():
     q, k, v = torch.randn(2, 3, 10, 4), torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 5)
     analyzer = flops.flop_analyzer(Attn(), (q, k, v))
     assert analyzer.total() == 2 * 3 * 10 * 6 * (4 + 5)
+
+
+def test_baselines_differ_only_in_their_speed_switches(bench):
+    stock, fast, cl = (bench.build_model(n) for n in
+                       ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl'))
+    attn = [m.backbone.layers[0][1][0].attn for m in (stock, fast, cl)]
+    assert [type(a.attn).__name__ for a in attn] == [
+        'MultiheadAttention', '_NoWeightsMultiheadAttention', '_NoWeightsMultiheadAttention']
+    assert [type(m.backbone).__name__ for m in (stock, fast, cl)] == [
+        'MixVisionTransformer', 'MixVisionTransformer', '_ChannelsLastMixVisionTransformer']
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        outs = [m(x, mode='tensor') for m in (stock, fast, cl)]
+    assert torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[0], outs[2],
+                                                                           atol=1e-5)
+
+
+KEEP_SCRIPT = """
+import resource, sys, torch
+sys.path.insert(0, {tools!r})
+import benchmark
+kept = benchmark.keep_freed_memory() if sys.argv[1] == 'keep' else None
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(16 * 2**20)  # 64 MB once, so the heap has grown when keeping
+start = faults()
+for _ in range(5):
+    torch.ones(16 * 2**20)  # allocated, written, freed
+print(kept, faults() - start)
+"""
+
+
+def test_malloc_keep_stops_page_faulting_large_buffers_again(tmp_path):
+    """Without it every freed 64 MB buffer is faulted in again (16384 4-KiB pages each); with
+    it the memory is reused."""
+    script = tmp_path / 'keep.py'
+    script.write_text(KEEP_SCRIPT.format(tools=TOOLS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
+    res = {}
+    for mode in ('default', 'keep'):
+        out = subprocess.run([sys.executable, str(script), mode], capture_output=True,
+                             text=True, env=env, check=True).stdout.split()
+        res[mode] = (out[0], int(out[1]))
+    assert res['keep'][0] == 'True'
+    assert res['default'][1] >= 4 * 16384  # (nearly) every buffer faulted in again
+    assert res['keep'][1] <= 2 * 16384, res  # reused (at most one more buffer's pages)

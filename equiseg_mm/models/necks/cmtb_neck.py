@@ -90,7 +90,9 @@ class _CrossAttention(BaseModule):
     """Multi-head cross-attention, Q from ``query``, K/V from a spatially reduced ``context``.
 
     f_c = W_o softmax(Q K^T / sqrt(d)) V with Q = W_q LN(query), [K, V] = W_kv LN(SR(context)),
-    SR a strided ``sr_ratio`` x ``sr_ratio`` convolution (identity for 1), as MiT's attention.
+    SR a strided ``sr_ratio`` x ``sr_ratio`` convolution (identity for 1), as MiT's attention;
+    a context smaller than ``sr_ratio`` along an axis is zero-padded to it at the bottom/right
+    (so small inputs work with coarse ratios: one key along that axis).
     A ``context`` with a batch that divides the query's (one per sample, shared by several
     primaries stacked primary-major) is projected once and reused for each of them.
     """
@@ -111,6 +113,11 @@ class _CrossAttention(BaseModule):
         b, c, h, w = query.shape
         q = self.q(self.norm_q(nchw_to_nlc(query)))
         if self.sr is not None:
+            r = self.sr.kernel_size[0]
+            pad_h, pad_w = max(r - context.shape[2], 0), max(r - context.shape[3], 0)
+            if pad_h or pad_w:  # a map smaller than the reduction gives one key per axis, from
+                # the map zero-padded at the bottom/right ('corner', as mmseg's PatchEmbed)
+                context = F.pad(context, (0, pad_w, 0, pad_h))
             context = self.sr(context)
         kv = self.kv(self.norm_kv(nchw_to_nlc(context)))
         if kv.shape[0] != b:  # one context per sample for b // kv.shape[0] primaries
@@ -257,8 +264,9 @@ class CMTBNeck(BaseModule):
         cross_sr_ratios (Sequence[int], optional): A different reduction ratio for the
             cross-attention K/V per stage (the paper does not say how its cross-attention reduces
             K/V). E.g. (16, 8, 4, 2) gives it 4x fewer keys per stage, so about 4x less attention
-            arithmetic; it changes the model (accuracy unmeasured). Defaults to None
-            (``sr_ratios``).
+            arithmetic; it changes the model (the shipped configs use it together with
+            ``aux_summary='shared'``; same full-modality mIoU on the synthetic job, README
+            "Performance"). Defaults to None (``sr_ratios``, the paper's block).
         pool_sizes (Sequence[int]): Odd kernel sizes of the mixer's parallel average pools.
             Defaults to (3, 7, 11).
         selection (str): Auxiliary selection: 'sqh' (Self-Query Hub + max merge, the paper's),
@@ -294,8 +302,9 @@ class CMTBNeck(BaseModule):
             mixer, the K/V reduction and the K/V projection run N times per stage. 'shared': one
             summary per sample, merged over all N modalities (the primary's own map included),
             mixed and projected to K/V once, attended to by every primary; the query side and
-            the attention itself are unchanged. Not in the paper (it changes results; accuracy
-            unmeasured). Needs ``share_weights=True``. Defaults to 'per_primary'.
+            the attention itself are unchanged. Not in the paper (it changes results; the shipped
+            configs use it, see ``cross_sr_ratios``). Needs ``share_weights=True``.
+            Defaults to 'per_primary' (the paper's block).
         init_cfg (dict, optional): Initialisation config; None uses MiT's scheme.
             Defaults to None.
     """

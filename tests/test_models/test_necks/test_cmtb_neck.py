@@ -314,3 +314,25 @@ def test_eval_mode_returns_fused_maps_only_unless_asked():
 def test_bad_option_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _neck(**kwargs)
+
+
+def test_cross_reduction_larger_than_the_map_pads_the_corner():
+    """cross_sr_ratios=16 on maps lower than 16: keys from the bottom-padded map."""
+    torch.manual_seed(0)
+    neck = _neck(cross_sr_ratios=(16, 8, 4, 2), aux_summary='shared').eval()
+    feats = _feats(3, batch=1)
+    small = [x[..., : max(x.shape[-2] // 2, 1), :] for x in feats]  # 8 x 24, 4 x 12, ...
+    outs = neck(small)
+    assert all(torch.isfinite(o).all() for o in outs)
+    attn = neck.stages[0][0].cross_attn
+    query = torch.randn(2, 8, 8, 40)
+    context = torch.randn(2, 8, 8, 40)
+    padded = F.pad(context, (0, 0, 0, 8))  # 16 x 40: two keys (16 x 16 blocks, rest dropped)
+    with torch.no_grad():
+        got = attn(query, context)
+        attn_sr = attn.sr
+        kv = attn.kv(attn.norm_kv(attn_sr(padded).flatten(2).transpose(1, 2)))
+        q = attn.q(attn.norm_q(query.flatten(2).transpose(1, 2)))
+        k, v = kv.chunk(2, dim=-1)
+        want = attn.proj(F.scaled_dot_product_attention(q, k, v))
+    assert torch.allclose(got.flatten(2).transpose(1, 2), want, atol=1e-5)

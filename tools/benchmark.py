@@ -1,9 +1,10 @@
 """Speed, size and memory of EQUISeg-B0 against SegFormer-B0 baselines, interleaved in one process.
 
     python tools/benchmark.py [--sizes 512 1024] [--repeats 10] [--warmup 2] [--threads 2]
-        [--train-repeats 3] [--models equiseg-b0 segformer-b0 segformer-b0-fast earlyfusion-b0]
+        [--train-repeats 3] [--models equiseg-b0 segformer-b0 segformer-b0-fast segformer-b0-cl
+                  earlyfusion-b0]
         [--device cpu|cuda] [--data-root DIR] [--out benchmark.json] [--quick] [--no-memory]
-        [--cfg-options model.neck.aux_summary=shared ...]   # EQUISeg variants
+        [--cfg-options model.neck.aux_summary=per_primary ...]  # EQUISeg variants
         [--malloc-keep]                                      # glibc keeps freed memory
     python tools/benchmark.py --profile [--sizes 512]     # where EQUISeg-B0's time goes
 
@@ -671,7 +672,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='EQUISeg-B0 config')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='overrides of the EQUISeg config, e.g. '
-                        'model.neck.aux_summary=shared "model.neck.cross_sr_ratios=(16,8,4,2)"')
+                        'model.neck.aux_summary=per_primary model.neck.cross_sr_ratios=None (the paper\'s CMTB)')
     parser.add_argument('--device', default=None,
                         help='cpu or cuda[:i]; default cuda when available')
     parser.add_argument('--data-root', default=None,

@@ -1,7 +1,7 @@
 """Parameters and FLOPs of a config's model at inference (tensor mode), part by part.
 
     python tools/get_flops.py CONFIG [--shape H W] [--modalities rgb depth ...]
-        [--cfg-options model.neck.aux_summary=shared ...]
+        [--cfg-options model.neck.aux_summary=per_primary ...]
 
 What is counted: the tensor-mode path ``decode_head(neck(backbone(x)))`` for one image of
 ``--shape`` (default 1024 x 1024). The auxiliary head (EQUISeg's SGM head) only runs in loss mode
@@ -104,7 +104,7 @@ def load_model_cfg(config: str, modalities: Optional[Sequence[str]] = None,
             config's. Channels per modality come from the config's ``modalities`` /
             ``modality_channels`` (3 for a name it lacks). Defaults to None.
         cfg_options (dict, optional): Overrides merged into the config first (as
-            ``--cfg-options``), e.g. ``{'model.neck.aux_summary': 'shared'}``. Defaults to None.
+            ``--cfg-options``), e.g. ``{'model.neck.aux_summary': 'per_primary'}``. Defaults to None.
 
     Returns:
         ConfigDict: The model config.
@@ -260,7 +260,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--modalities', nargs='+', default=None,
                         help='modalities to run with instead of the config\'s')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
-                        help='override config settings, e.g. model.neck.aux_summary=shared')
+                        help='override config settings, e.g. model.neck.aux_summary=per_primary')
     args = parser.parse_args(argv)
     if not os.path.isfile(args.config):
         parser.error(f'config file {args.config!r} does not exist')

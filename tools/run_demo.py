@@ -44,7 +44,7 @@ def parse_args():
                         'with each modality missing); 0: none')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='overrides applied to every trained config (after the demo\'s own), '
-                        'e.g. model.neck.aux_summary=shared randomness.seed=1')
+                        'e.g. model.neck.aux_summary=per_primary randomness.seed=1')
     return parser.parse_args()
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import platform
 import subprocess
 import sys
 
@@ -142,6 +143,17 @@ print(kept, faults() - start)
 """
 
 
+def _thp_always():
+    try:
+        with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
+            return '[always]' in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc' or _thp_always(),
+                    reason='needs glibc and 4-KiB page faults (transparent huge pages not '
+                    '"always")')
 def test_malloc_keep_stops_page_faulting_large_buffers_again(tmp_path):
     """Without it every freed 64 MB buffer is faulted in again (16384 4-KiB pages each); with
     it the memory is reused."""

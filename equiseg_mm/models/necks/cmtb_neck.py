@@ -90,9 +90,11 @@ class _CrossAttention(BaseModule):
     """Multi-head cross-attention, Q from ``query``, K/V from a spatially reduced ``context``.
 
     f_c = W_o softmax(Q K^T / sqrt(d)) V with Q = W_q LN(query), [K, V] = W_kv LN(SR(context)),
-    SR a strided ``sr_ratio`` x ``sr_ratio`` convolution (identity for 1), as MiT's attention;
-    a context smaller than ``sr_ratio`` along an axis is zero-padded to it at the bottom/right
-    (so small inputs work with coarse ratios: one key along that axis).
+    SR a strided ``sr_ratio`` x ``sr_ratio`` convolution (identity for 1), as MiT's attention,
+    on the context zero-padded at the bottom/right to a multiple of ``sr_ratio`` (mmseg's MiT
+    instead drops the last rows/columns that do not fill a window; padding lets every pixel
+    reach a key and lets maps smaller than the ratio work). Maps whose sides the ratio divides
+    (e.g. 1024 x 1024 inputs) are not padded.
     A ``context`` with a batch that divides the query's (one per sample, shared by several
     primaries stacked primary-major) is projected once and reused for each of them.
     """
@@ -114,9 +116,9 @@ class _CrossAttention(BaseModule):
         q = self.q(self.norm_q(nchw_to_nlc(query)))
         if self.sr is not None:
             r = self.sr.kernel_size[0]
-            pad_h, pad_w = max(r - context.shape[2], 0), max(r - context.shape[3], 0)
-            if pad_h or pad_w:  # a map smaller than the reduction gives one key per axis, from
-                # the map zero-padded at the bottom/right ('corner', as mmseg's PatchEmbed)
+            pad_h, pad_w = -context.shape[2] % r, -context.shape[3] % r
+            if pad_h or pad_w:  # every pixel reaches a key: zero-pad the bottom/right to a
+                # multiple of the ratio ('corner', as mmseg's AdaptivePadding)
                 context = F.pad(context, (0, pad_w, 0, pad_h))
             context = self.sr(context)
         kv = self.kv(self.norm_kv(nchw_to_nlc(context)))
@@ -362,6 +364,9 @@ class CMTBNeck(BaseModule):
                              'must be given (an int >= 1)')
         if ffn_ratio < 1:
             raise ValueError(f'ffn_ratio must be >= 1, got {ffn_ratio}')
+        for flag, value in (('fast_attention', fast_attention), ('fast_layout', fast_layout)):
+            if not isinstance(value, bool):
+                raise ValueError(f'{flag} must be True or False, got {value!r}')
         if aux_summary not in _AUX_SUMMARIES:
             raise ValueError(f'aux_summary must be one of {_AUX_SUMMARIES}, got {aux_summary!r}')
         if aux_summary == 'shared' and not share_weights:

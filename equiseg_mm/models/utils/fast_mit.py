@@ -61,13 +61,16 @@ def to_channels_last(x: Tensor) -> Tensor:
 def stack_channels_last(maps: Sequence[Tensor], dim: int = 0) -> Tensor:
     """``torch.stack(maps, dim)`` of (B, C, H, W) maps, stored with the channels innermost.
 
-    The result has the values and shape of ``torch.stack`` but is a permuted view of a
-    (..., H, W, C)-ordered buffer, so the maps it holds keep a channels-last layout (``torch.stack``
-    writes a 5-d result in plain order, whatever the inputs' layout).
+    For ``dim`` 0 or 1 (before the channels) the result has the values and shape of
+    ``torch.stack`` but is a permuted view of a (..., H, W, C)-ordered buffer, so the maps it
+    holds keep a channels-last layout (``torch.stack`` writes a 5-d result in plain order,
+    whatever the inputs' layout). Other dims (2 to 4, or -5 to -1 as in ``torch.stack``) give
+    ``torch.stack``'s own result.
     """
-    if not 0 <= dim <= 4:
-        raise ValueError(f'dim must be in [0, 4] for (B, C, H, W) maps, got {dim}')
-    if dim > 1:  # not a batch-like axis: the plain stack is the one that makes sense
+    if not -5 <= dim <= 4:
+        raise ValueError(f'dim must be in [-5, 4] for (B, C, H, W) maps, got {dim}')
+    dim %= 5
+    if dim > 1:  # at or after the channel axis: the plain stack
         return torch.stack(list(maps), dim)
     stacked = torch.stack([m.permute(0, 2, 3, 1) for m in maps], dim)
     return stacked.permute(0, 1, 4, 2, 3)

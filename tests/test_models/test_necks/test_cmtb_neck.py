@@ -316,23 +316,36 @@ def test_bad_option_arguments_raise(kwargs, match):
         _neck(**kwargs)
 
 
-def test_cross_reduction_larger_than_the_map_pads_the_corner():
-    """cross_sr_ratios=16 on maps lower than 16: keys from the bottom-padded map."""
+@pytest.mark.parametrize('size', [(8, 40), (24, 24), (16, 32)])
+def test_cross_reduction_pads_the_context_to_a_multiple_of_the_ratio(size):
+    """cross_sr_ratios=16: an 8 x 40 context gives 1 x 3 keys, 24 x 24 gives 2 x 2 (every pixel
+    reaches a key), 16 x 32 (divisible) is not padded."""
     torch.manual_seed(0)
     neck = _neck(cross_sr_ratios=(16, 8, 4, 2), aux_summary='shared').eval()
-    feats = _feats(3, batch=1)
-    small = [x[..., : max(x.shape[-2] // 2, 1), :] for x in feats]  # 8 x 24, 4 x 12, ...
-    outs = neck(small)
-    assert all(torch.isfinite(o).all() for o in outs)
     attn = neck.stages[0][0].cross_attn
-    query = torch.randn(2, 8, 8, 40)
-    context = torch.randn(2, 8, 8, 40)
-    padded = F.pad(context, (0, 0, 0, 8))  # 16 x 40: two keys (16 x 16 blocks, rest dropped)
+    h, w = size
+    query, context = torch.randn(2, 8, h, w), torch.randn(2, 8, h, w)
+    padded = F.pad(context, (0, -w % 16, 0, -h % 16))
     with torch.no_grad():
         got = attn(query, context)
-        attn_sr = attn.sr
-        kv = attn.kv(attn.norm_kv(attn_sr(padded).flatten(2).transpose(1, 2)))
+        keys = attn.sr(padded)
+        assert keys.shape[2:] == (-(-h // 16), -(-w // 16))
+        kv = attn.kv(attn.norm_kv(keys.flatten(2).transpose(1, 2)))
         q = attn.q(attn.norm_q(query.flatten(2).transpose(1, 2)))
         k, v = kv.chunk(2, dim=-1)
         want = attn.proj(F.scaled_dot_product_attention(q, k, v))
     assert torch.allclose(got.flatten(2).transpose(1, 2), want, atol=1e-5)
+    if h % 16 or w % 16:  # the last rows/columns matter (they would be dropped unpadded)
+        changed = context.clone()
+        changed[..., -1, -1] += 10
+        with torch.no_grad():
+            assert not torch.allclose(attn(query, changed), got)
+
+
+def test_small_maps_run_with_coarse_cross_ratios():
+    neck = _neck(cross_sr_ratios=(16, 8, 4, 2), aux_summary='shared').eval()
+    small = [x[..., : max(x.shape[-2] // 2, 1), :] for x in _feats(3, batch=1)]  # 8 x 24, ...
+    with torch.no_grad():
+        assert all(torch.isfinite(o).all() for o in neck(small))
+    with pytest.raises(ValueError, match='fast_layout'):
+        _neck(fast_layout='no')

@@ -22,7 +22,7 @@ def _close_grads(a, b):
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
-            assert (p.grad - q.grad).norm() <= 1e-5 * p.grad.norm() + 1e-7, name
+            assert (p.grad - q.grad).norm() <= 1e-4 * p.grad.norm() + 1e-7, name
 
 
 def _loss(outs):
@@ -69,12 +69,12 @@ def test_to_channels_last_copies_plain_maps_only_when_needed():
     assert to_channels_last(cl) is cl
 
 
-@pytest.mark.parametrize('dim', [0, 1, 2])
+@pytest.mark.parametrize('dim', [0, 1, 2, -4, -1])
 def test_stack_channels_last_equals_torch_stack(dim):
     maps = [torch.randn(2, 3, 4, 5) for _ in range(3)]
     out = stack_channels_last(maps, dim)
     assert torch.equal(out, torch.stack(maps, dim))
-    if dim < 2:  # channels innermost in memory
+    if dim % 5 < 2:  # channels innermost in memory
         assert out.stride()[2] == 1
     with pytest.raises(ValueError, match='dim'):
         stack_channels_last(maps, 5)
@@ -144,3 +144,26 @@ def test_neck_fast_layout_equals_plain_forward_and_backward(batch, aux_summary):
     _loss(outs_plain).backward()
     _loss(outs_fast).backward()
     _close_grads(plain, fast)
+
+
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_backbone_and_neck_fast_layout_end_to_end_at_batch_1(with_cp):
+    """The real path: channels-innermost backbone stacks at B = 1 into the neck (views and the
+    as_strided stride fix), against both switched off, forward and backward."""
+    torch.manual_seed(0)
+    dims, heads = [8, 16, 16, 32], [1, 2, 2, 4]
+    models = []
+    for fast in (False, True):
+        backbone = MultiModalMiT(modalities=['rgb', 'depth', 'event'], fast_layout=fast,
+                                 with_cp=with_cp, **TINY)
+        neck = CMTBNeck(in_channels=dims, num_heads=heads, fast_layout=fast, with_ffn=True,
+                        aux_summary='shared', cross_sr_ratios=(16, 8, 4, 2))
+        models.append(torch.nn.Sequential(backbone, neck))
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.randn(1, 9, 64, 96, requires_grad=True)
+    outs = [m(x) for m in models]
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-5)
+    _loss(outs[0]).backward()
+    _loss(outs[1]).backward()
+    _close_grads(models[0], models[1])

@@ -33,9 +33,9 @@ layout; ``segformer-b0-cl``, ``earlyfusion-b0`` and EQUISeg's branches and neck 
 strides.
 
 Allocator note: with glibc's default settings, large freed buffers go back to the operating
-system and every new one is page-faulted in again; at 1024 x 1024 that is about 1.2 s of
+system and every new one is page-faulted in again; at 1024 x 1024 that is about 0.8 s of
 system time per EQUISeg-B0 forward and 1.7 s per stock SegFormer-B0 forward (whose discarded
-attention maps are 268 MB per layer) on the project's 2-core CPU. ``--malloc-keep`` makes glibc
+attention maps are 268 MB per layer) on the project's 2-core CPU (``system_s``). ``--malloc-keep`` makes glibc
 keep freed memory for reuse (``mallopt``: mmap threshold 1 GB, trim threshold 2 GB, top pad
 1 GB; for any command the environment variables ``MALLOC_MMAP_THRESHOLD_=1073741824
 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=1073741824`` do the same) for the whole run;
@@ -49,7 +49,8 @@ Measured, for every size in ``--sizes`` and every model, on the same input:
   added there; element-wise ops (add, mul, sigmoid, GELU, softmax), reductions/selections (sum,
   max, topk, where) and layout copies are *not* counted.
 * **inference latency**, batch ``--batch`` (1), ``torch.no_grad``: ``--warmup`` runs, then
-  ``--repeats`` runs; median, min and max. On CUDA also images/s without and with AMP (fp16
+  ``--repeats`` runs; median, min and max; also the median system (kernel) CPU time per run
+  (``system_s``: page faults, mostly). On CUDA also images/s without and with AMP (fp16
   autocast).
 * **one training iteration**, batch ``--train-batch`` (2), ``model.train_step`` on a copy of
   the model (data preprocessor, loss mode with every head, backward, AdamW step): one warm-up,
@@ -82,6 +83,7 @@ import os
 import os.path as osp
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -250,23 +252,28 @@ def measure_latency(models: Dict[str, torch.nn.Module], size: int, warmup: int, 
                     schedule: Optional[List] = None) -> Dict[str, Dict]:
     """Inference latency (seconds) of every model at ``size``, interleaved."""
     schedule = [] if schedule is None else schedule
-    tasks = {}
+    tasks, system = {}, {name: [] for name in models}
     for name, model in models.items():
         wrapper = TensorModeModel(model).eval()
         x = torch.randn(batch, input_channels(model), size, size, device=device)
 
-        def run(wrapper=wrapper, x=x):
+        def run(wrapper=wrapper, x=x, system=system[name]):
             ctx = torch.autocast('cuda', dtype=torch.float16) if amp else nullcontext()
             _sync(device)
+            sys_start = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             start = time.perf_counter()
             with torch.no_grad(), ctx:
                 wrapper(x)
             _sync(device)
-            return time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            system.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys_start)
+            return elapsed
         tasks[name] = run
     tag = f'latency{"-amp" if amp else ""}@{size}'
     times = _round_robin(list(models), tasks, warmup, repeats, schedule, tag)
-    return {name: _stats(t) for name, t in times.items()}
+    # system (kernel) CPU time of the timed runs: page faults, mostly (see the allocator note)
+    return {name: dict(_stats(t), system_s=statistics.median(system[name][warmup:]))
+            for name, t in times.items()}
 
 
 def measure_train_iter(models: Dict[str, torch.nn.Module], size: int, warmup: int,
@@ -493,8 +500,10 @@ def format_table(result: Dict) -> str:
                 f'{_fmt(res.get("train_iter_s", {}).get("median"), ".3f"):>9s}'
                 f'{_fmt(mem and mem / 2**20, ".0f"):>9s}')
             if 'images_per_s' in res:
+                system = lat.get('system_s') if lat else None
                 lines.append(f'{"":<32s}images/s: {res["images_per_s"]:.1f} fp32, '
-                             f'{_fmt(res.get("images_per_s_amp"), ".1f")} AMP')
+                             f'{_fmt(res.get("images_per_s_amp"), ".1f")} AMP; system time '
+                             f'{_fmt(system and system * 1e3, ".0f")} ms per run')
         ratios = result['ratios'][size]
         for base in BASELINES:
             if not any(base in r for r in ratios.values()):

@@ -45,7 +45,8 @@ def test_quick_run_json(bench, tmp_path, tiny_data):
     assert list(per_model) == MODELS
     for name, res in per_model.items():
         assert res['params'] > 0 and res['flops'] > 0, name
-        assert set(res['latency_s']) >= {'median', 'min', 'max', 'runs'}
+        assert set(res['latency_s']) >= {'median', 'min', 'max', 'runs', 'system_s'}
+        assert res['latency_s']['system_s'] >= 0
         assert len(res['latency_s']['runs']) == 2 and len(res['train_iter_s']['runs']) == 1
         assert 'aten::scaled_dot_product_attention' not in res['flops_not_counted']
     eq = per_model['equiseg-b0']

@@ -38,12 +38,7 @@ def nlc_to_nchw_cl(x: Tensor, hw_shape: Sequence[int]) -> Tensor:
     b, length, c = x.shape
     if length != h * w:
         raise ValueError(f'{length} tokens do not form a {h} x {w} map')
-    out = x.reshape(b, h, w, c)
-    strides = (h * w * c, w * c, c, 1)
-    if out.stride() != strides:
-        # contiguous up to the stride of a size-1 dim: fix that stride; otherwise copy
-        out = out.as_strided(out.shape, strides) if out.is_contiguous() else out.contiguous()
-    return out.permute(0, 3, 1, 2)
+    return to_channels_last(x.reshape(b, h, w, c).permute(0, 3, 1, 2))
 
 
 def to_channels_last(x: Tensor) -> Tensor:

@@ -19,9 +19,18 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['equiseg_mm', 'equiseg_mm.*']),
     python_requires='>=3.9',
+    # mmcv is not a hard requirement, as in mmseg's own metadata: a GPU environment has full
+    # `mmcv` and `mmcv-lite` would overwrite its package. `mim install -e .` adds the `mim`
+    # extra (full mmcv); the demo's requirements.txt picks mmcv-lite (the `lite` extra).
+    # torchvision is left to the environment too (mmpretrain's models import it): a pip-chosen
+    # torchvision can replace the user's torch build.
     install_requires=[
-        'torch>=2.1', 'mmengine>=0.10,<0.11', 'mmcv-lite>=2.0,<2.2', 'mmsegmentation>=1.2,<1.3',
+        'torch>=2.1', 'mmengine>=0.10,<0.11', 'mmsegmentation>=1.2,<1.3', 'mmpretrain>=1.0,<1.3',
         'numpy', 'ftfy', 'regex', 'matplotlib', 'opencv-python-headless',
     ],
+    extras_require={
+        'mim': ['mmcv>=2.0.0rc4,<2.2.0'],
+        'lite': ['mmcv-lite>=2.0,<2.2'],
+    },
     license='Apache-2.0',
 )

@@ -2,7 +2,7 @@
 
 Each fix is idempotent, is a no-op where it is not needed, and is applied once when
 ``equiseg_mm`` is imported (:func:`apply_compat`). They exist because the stack that installs
-on a CPU-only machine (see ``constraints.txt``) has three known gaps:
+from ``constraints.txt`` (and any mmseg 1.2 environment on torch >= 2.6) has two known gaps:
 
 1. **mmcv-lite has no ``mmcv._ext``.** ``mmcv.ops`` therefore fails to import, yet mmseg imports
    ``mmcv.ops.point_sample`` (pure PyTorch in mmcv's source) and ``sigmoid_focal_loss``
@@ -13,11 +13,9 @@ on a CPU-only machine (see ``constraints.txt``) has three known gaps:
 2. **torch >= 2.6 defaults ``torch.load(weights_only=True)``.** mmengine's checkpoints hold
    ``HistoryBuffer`` objects and numpy arrays in the message hub, so ``load_checkpoint``,
    ``--resume``, ``load_from`` and ``init_model`` fail. The fix re-registers mmengine's loader
-   for *local* files so that it passes ``weights_only=False``. Only local paths are affected:
-   load checkpoints you trust, as with any pickle.
-3. **torchvision is not installed** (no CPU build of it installs next to torch 2.13.0 here).
-   mmseg never imports it and mmengine's environment report handles its absence, so nothing
-   needs patching; :func:`torchvision_status` reports the state for the test and the docs.
+   for *local* files as :func:`equiseg_mm.utils.checkpoint.load_checkpoint_file`, which keeps
+   ``weights_only=True`` and allows exactly the types mmengine's checkpoints hold; anything else
+   fails with an error that names the type and the opt-in for a trusted file.
 """
 import importlib.util
 import os.path as osp
@@ -111,40 +109,26 @@ def patch_mmcv_ops() -> bool:
     return True
 
 
-def _load_local_trusted(filename, map_location):
-    """mmengine's local checkpoint loader, with ``weights_only=False`` (see module docs)."""
-    import torch
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+def _load_local_checkpoint(filename, map_location):
+    """mmengine's local checkpoint loader, with ``weights_only=True`` kept (see module docs)."""
+    from .utils.checkpoint import load_checkpoint_file
+    return load_checkpoint_file(filename, map_location=map_location)
 
 
 def patch_checkpoint_loading() -> bool:
-    """Make mmengine load its own local checkpoints under torch >= 2.6.
+    """Make mmengine load its own local checkpoints under torch >= 2.6, safely.
 
     Returns:
         bool: True if the loader was replaced by this call.
     """
     import torch
     from mmengine.runner.checkpoint import CheckpointLoader
-    if _version_tuple(torch.__version__.split('+')[0]) < (2, 6):
+    if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5: no allow-list context
         return False
-    if CheckpointLoader._schemes.get('') is _load_local_trusted:
+    if CheckpointLoader._schemes.get('') is _load_local_checkpoint:
         return False
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_local_trusted, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
     return True
-
-
-def torchvision_status() -> str:
-    """Return 'absent', 'ok' or 'broken: <error>' for the torchvision import."""
-    if importlib.util.find_spec('torchvision') is None:
-        return 'absent'
-    try:
-        import torchvision  # noqa: F401
-    except Exception as exc:  # pragma: no cover - depends on the environment
-        return f'broken: {exc}'
-    return 'ok'
 
 
 def apply_compat() -> dict:
@@ -152,5 +136,4 @@ def apply_compat() -> dict:
     if not _APPLIED:
         _APPLIED['mmcv_ops'] = patch_mmcv_ops()
         _APPLIED['checkpoint_loading'] = patch_checkpoint_loading()
-        _APPLIED['torchvision'] = torchvision_status()
     return dict(_APPLIED)

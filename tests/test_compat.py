@@ -47,15 +47,25 @@ def test_compiled_ops_fail_with_a_clear_error():
         ops.sigmoid_focal_loss(torch.zeros(1), torch.zeros(1))
 
 
-def test_torchvision_status_matches_the_import(monkeypatch):
-    import importlib.util
-    expected = 'absent' if importlib.util.find_spec('torchvision') is None else None
-    status = compat.torchvision_status()
-    if expected:
-        assert status == expected
-    monkeypatch.setattr(importlib.util, 'find_spec', lambda name: object())
-    monkeypatch.setitem(sys.modules, 'torchvision', None)  # import now raises ImportError
-    assert compat.torchvision_status().startswith('broken')
+def test_the_pinned_stack_has_torchvision_and_mmpretrain():
+    """mmpretrain's models import ``torchvision.ops`` at import time: both belong to the stack."""
+    import mmpretrain.models  # noqa: F401
+    import torchvision.ops  # noqa: F401
+    from mmseg.registry import MODELS
+    assert MODELS.get('mmpretrain.ConvNeXt') is not None
+
+
+def test_installed_metadata_does_not_force_mmcv_lite():
+    """``pip install`` of the plugin must not put mmcv-lite over a user's full mmcv: mmcv is named
+    only in optional extras, as in mmseg's own metadata."""
+    from importlib.metadata import requires
+    from packaging.requirements import Requirement
+    reqs = [Requirement(r) for r in requires('equiseg-mm') or []]
+    names = {r.name.lower() for r in reqs if r.marker is None}
+    assert 'mmsegmentation' in names and 'mmengine' in names  # the metadata is really read
+    assert not names & {'mmcv', 'mmcv-lite'}, sorted(names)
+    extras = {r.name.lower(): str(r.marker) for r in reqs if r.marker is not None}
+    assert 'extra' in extras.get('mmcv', '') and 'extra' in extras.get('mmcv-lite', '')
 
 
 def test_version_guard_names_the_package(monkeypatch):
@@ -127,7 +137,8 @@ def test_checkpoint_save_load_resume(tmp_path):
     runner.train()
     ckpt = tmp_path / 'iter_4.pth'
     assert ckpt.is_file()
-    # the message hub holds HistoryBuffer objects: weights_only=True would refuse this file
+    # the message hub holds HistoryBuffer objects: plain weights_only=True refuses this file,
+    # mmengine's loader (through equiseg_mm's safe loader) still loads it with weights_only=True
     with pytest.raises(Exception):
         torch.load(ckpt, weights_only=True)
     model = _toy_model()

@@ -12,8 +12,8 @@ import os.path as osp
 
 import torch
 
-import equiseg_mm  # noqa: F401  (compat fixes for loading)
 from equiseg_mm.models.backbones import convert_segformer_mit_keys
+from equiseg_mm.utils.checkpoint import load_checkpoint_file
 
 
 def parse_args(argv=None):
@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if not osp.isfile(args.src):
         raise FileNotFoundError(f'checkpoint {args.src} does not exist')
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
+    checkpoint = load_checkpoint_file(args.src, map_location='cpu')
     for wrapper in ('state_dict', 'model'):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]

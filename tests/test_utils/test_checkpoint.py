@@ -1,0 +1,100 @@
+"""Checkpoint loading keeps ``weights_only=True``: mmengine's own types load, nothing else runs."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from equiseg_mm.utils.checkpoint import (TRUST_ENV, UntrustedCheckpointError, is_trusted,
+                                         load_checkpoint_file)
+
+
+class _WritesAFile:
+    """Unpickling this object calls ``open(path, 'w')``: code run by a checkpoint."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, 'w')
+
+
+class _GetattrEscape:
+    """Unpickles as ``getattr(HistoryBuffer, '__init__')``: a lookup outside the allowed one."""
+
+    def __reduce__(self):
+        return getattr, (HistoryBuffer, '__init__')
+
+
+def _mmengine_like_checkpoint():
+    buffer = HistoryBuffer()
+    buffer.update(0.5)
+    buffer.update(np.float64(0.25))
+    return dict(meta=dict(seed=np.int64(3), hist=np.arange(4, dtype=np.float32)),
+                state_dict={'w': torch.arange(3.0)},
+                message_hub=dict(log_scalars={'train/loss': buffer}))
+
+
+@pytest.fixture
+def no_trust(monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+
+
+def test_mmengine_types_load_with_weights_only(tmp_path, no_trust):
+    path = tmp_path / 'ok.pth'
+    torch.save(_mmengine_like_checkpoint(), path)
+    with pytest.raises(pickle.UnpicklingError):  # plain torch refuses the message hub ...
+        torch.load(path, weights_only=True)
+    loaded = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')  # ... we do not
+    buffer = loaded['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buffer, HistoryBuffer)
+    assert buffer.min() == 0.25 and buffer.current() == 0.25 and buffer.mean() == 0.375
+    np.testing.assert_array_equal(loaded['meta']['hist'], np.arange(4, dtype=np.float32))
+    assert loaded['meta']['seed'] == 3
+    torch.testing.assert_close(loaded['state_dict']['w'], torch.arange(3.0))
+
+
+def test_a_checkpoint_that_runs_code_is_refused_and_runs_nothing(tmp_path, no_trust):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'payload': _WritesAFile(marker)}, path)
+    assert not marker.exists()  # saving did not run it
+    with pytest.raises(UntrustedCheckpointError) as info:
+        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    assert not marker.exists()
+    message = str(info.value)
+    assert 'io.open' in message and TRUST_ENV in message and str(path) in message
+    # mmengine's public entry point goes through the same loader
+    from mmengine.runner import load_checkpoint
+    with pytest.raises(UntrustedCheckpointError):
+        load_checkpoint(torch.nn.Linear(1, 1), str(path), map_location='cpu')
+    assert not marker.exists()
+
+
+def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path, no_trust):
+    path = tmp_path / 'escape.pth'
+    torch.save({'x': _GetattrEscape()}, path)
+    with pytest.raises(UntrustedCheckpointError, match='HistoryBuffer statistics'):
+        load_checkpoint_file(str(path))
+
+
+def test_trusted_opt_in_by_environment(tmp_path, monkeypatch):
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'sub' / 'trusted.pth'
+    path.parent.mkdir()
+    torch.save({'payload': _WritesAFile(marker)}, path)
+    monkeypatch.setenv(TRUST_ENV, os.pathsep.join(['/nonexistent', str(tmp_path / 'other')]))
+    assert not is_trusted(str(path))
+    monkeypatch.setenv(TRUST_ENV, os.pathsep.join(['/nonexistent', str(tmp_path)]))  # a folder
+    assert is_trusted(str(path))
+    assert not is_trusted(str(tmp_path) + '-sibling/trusted.pth')  # a prefix is not a folder
+    CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    assert marker.exists()  # the opt-in really unpickles fully
+
+
+def test_missing_file_names_the_path(tmp_path, no_trust):
+    with pytest.raises(FileNotFoundError, match='nothere.pth'):
+        load_checkpoint_file(str(tmp_path / 'nothere.pth'))

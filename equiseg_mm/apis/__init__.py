@@ -1,8 +1,10 @@
 from .config_utils import common_arguments, prepare_config, runner_from_config
+from .experiment import build_quiet_runner, scale_schedule, train_and_test
 from .inference import (inference_multimodal, init_multimodal_model, missing_modalities,
                         save_prediction)
 
 __all__ = [
-    'common_arguments', 'prepare_config', 'runner_from_config', 'inference_multimodal',
-    'init_multimodal_model', 'missing_modalities', 'save_prediction'
+    'build_quiet_runner', 'common_arguments', 'inference_multimodal', 'init_multimodal_model',
+    'missing_modalities', 'prepare_config', 'runner_from_config', 'save_prediction',
+    'scale_schedule', 'train_and_test'
 ]

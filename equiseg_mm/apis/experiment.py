@@ -1,0 +1,98 @@
+"""Train one config and evaluate it with the robustness loop: the unit of work of the demo
+(``tools/run_demo.py``) and of the multi-seed sweeps (``tools/sweep.py``)."""
+import logging
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+from mmengine.config import Config
+
+from .config_utils import prepare_config, runner_from_config
+
+
+def scale_schedule(cfg: Config, max_iters: int) -> None:
+    """Set ``train_cfg.max_iters`` (validation at the end) and stretch every iteration-based
+    ``param_scheduler`` (warm-up and decay) from the config's schedule length to ``max_iters``."""
+    old = cfg.train_cfg.max_iters
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = max_iters
+    for sched in cfg.get('param_scheduler', None) or []:
+        sched['begin'] = min(round(sched.get('begin', 0) * max_iters / old), max_iters - 1)
+        sched['end'] = max(sched['begin'] + 1, round(sched.get('end', old) * max_iters / old))
+
+
+def build_quiet_runner(cfg: Config, console_level: int = logging.WARNING):
+    """Build the runner with its console handler at ``console_level``: the environment and
+    config dump (hundreds of lines) and the INFO log go to the log file only."""
+    real = sys.stdout
+    with open(os.devnull, 'w') as null:
+        sys.stdout = null  # mmengine's console handler binds the stream it sees at creation
+        try:
+            runner = runner_from_config(cfg)
+        finally:
+            sys.stdout = real
+        for handler in runner.logger.handlers:
+            if type(handler) is logging.StreamHandler:  # the console, not the FileHandler
+                handler.setStream(real)
+                handler.setLevel(console_level)
+    return runner
+
+
+def train_and_test(config: str,
+                   work_dir: str,
+                   data_root: Optional[str] = None,
+                   seed: int = 0,
+                   max_iters: Optional[int] = None,
+                   cfg_options: Optional[dict] = None,
+                   quiet: bool = False,
+                   progress: Optional[Callable] = None,
+                   num_panels: int = 0) -> dict:
+    """Train ``config`` and run its test loop (the robustness loop in the shipped configs).
+
+    Args:
+        config (str): Config path.
+        work_dir (str): Work dir of this run.
+        data_root (str, optional): Overrides the three dataloaders' ``data_root``.
+        seed (int): ``randomness.seed``. Defaults to 0.
+        max_iters (int, optional): Shorter or longer schedule (see :func:`scale_schedule`).
+        cfg_options (dict, optional): Further overrides, applied last.
+        quiet (bool): Console at WARNING level (see :func:`build_quiet_runner`). Defaults to
+            False.
+        progress (callable, optional): Called with the runner before training; returns a hook
+            instance to register (e.g. a :class:`~equiseg_mm.engine.ProgressHook`) or None.
+        num_panels (int): Test samples drawn as modality panels. Defaults to 0.
+
+    Returns:
+        dict: ``metrics`` (the test metrics), ``train_s``, ``test_s``, ``work_dir``, ``log_dir``,
+        ``panels_dir`` (None without panels) and ``max_iters``.
+    """
+    options = {'randomness.seed': seed,
+               'experiment_name': f'{os.path.basename(work_dir)}_{time.strftime("%Y%m%d_%H%M%S")}'}
+    if data_root is not None:
+        for loader in ('train', 'val', 'test'):
+            options[f'{loader}_dataloader.dataset.data_root'] = data_root
+    options.update(cfg_options or {})
+    cfg = prepare_config(config, work_dir=work_dir, cfg_options=options)
+    if max_iters:
+        scale_schedule(cfg, max_iters)
+    runner = build_quiet_runner(cfg) if quiet else runner_from_config(cfg)
+    hook = progress(runner) if progress else None
+    if hook is not None:
+        runner.register_hook(hook)
+    start = time.time()
+    runner.train()
+    train_s = time.time() - start
+    start = time.time()
+    metrics = runner.test()
+    test_s = time.time() - start
+    panels_dir = None
+    if num_panels > 0:
+        from ..visualization import visualize_modalities
+        panels = visualize_modalities(runner.model, runner.test_dataloader.dataset,
+                                      os.path.join(runner.log_dir, 'vis_modalities'),
+                                      num_samples=num_panels)
+        panels_dir = os.path.dirname(panels[0]) if panels else None
+    return dict(metrics={k: float(v) for k, v in metrics.items()}, train_s=train_s,
+                test_s=test_s, work_dir=work_dir, log_dir=runner.log_dir, panels_dir=panels_dir,
+                max_iters=cfg.train_cfg.max_iters)

@@ -1,0 +1,246 @@
+"""Train and robustness-test several variants over several seeds; print mean +- std per figure.
+
+    # the demo's comparison over 3 seeds (EQUISeg, its no-SGM ablation, early fusion)
+    python tools/sweep.py --preset demo --seeds 0 1 2
+    # modality dropout rates x SGM on/off
+    python tools/sweep.py --preset dropout --seeds 0 1 2 --jobs 2
+    # your own variants: NAME CONFIG [KEY=VALUE ...] (cfg-options of that variant)
+    python tools/sweep.py --variant b0 configs/equiseg/equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py \\
+        --variant b0-md configs/equiseg/equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py \\
+        model.data_preprocessor.modality_dropout=0.3 --seeds 0 1 2
+
+Every (variant, seed) run trains with ``randomness.seed=seed`` on the same synthetic data
+(generated with seed 0 if missing) and runs the config's test loop; its figures are written to
+``<work-dir>/<variant>/seed<k>/result.json``, and a finished run is not repeated when the sweep is
+started again with the same settings. ``--jobs`` runs that many at once in subprocesses (each with
+``cores / jobs`` threads). The table (also ``<work-dir>/table.md`` and ``results.json``) gives
+mean +- sample std over the seeds; a difference to the reference variant (the first) is marked
+``*`` when it is larger than the two spreads together: |mean_v - mean_ref| > std_v + std_ref.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``')
+warnings.filterwarnings('ignore', message='The draw is False')
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SYNTHETIC = osp.join(ROOT, 'configs', 'equiseg', 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')
+PRESETS = {
+    'demo': [
+        ('equiseg', SYNTHETIC, {}),
+        ('equiseg-nosgm', osp.join(ROOT, 'configs', 'equiseg',
+                                   'equiseg-nosgm_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py'), {}),
+        ('earlyfusion', osp.join(ROOT, 'configs', 'baselines',
+                                 'earlyfusion_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py'), {}),
+    ],
+    'dropout': [
+        (f'{sgm}md{rate}', SYNTHETIC, dict(
+            {'model.data_preprocessor.modality_dropout': rate},
+            **({} if sgm == '' else {'model.auxiliary_head': None,
+                                      'model.neck.per_modality_out': 'none'})))
+        for sgm in ('', 'nosgm-') for rate in (0.0, 0.15, 0.3, 0.5)
+    ],
+}
+
+
+def figure_keys(metrics: dict) -> list:
+    """The figures of the table, in the demo summary's order."""
+    keys = ['mm/mIoU', 'mm/EMM_avg', 'mm/EMM_E@0.2', 'mm/EMM_E@0.1', 'mm/EMM_E@0.05']
+    keys += sorted(k for k in metrics if k.startswith('mm/delta/'))
+    keys += sorted(k for k in metrics if k.startswith('mm/single/'))
+    keys += sorted(k for k in metrics if k.startswith('mm/balance'))
+    return [k for k in keys if k in metrics]
+
+
+def aggregate(results: dict) -> dict:
+    """``{variant: {figure: (mean, std, n)}}`` from ``{variant: {seed: metrics}}``; std is the
+    sample standard deviation (0 for one seed)."""
+    out = {}
+    for variant, runs in results.items():
+        figures = {}
+        for key in figure_keys(next(iter(runs.values()))):
+            values = np.array([m[key] for m in runs.values() if key in m], dtype=float)
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            figures[key] = (float(values.mean()), std, len(values))
+        out[variant] = figures
+    return out
+
+
+def format_table(stats: dict, reference: str) -> str:
+    """Markdown table of mean +- std, ``*`` where a variant differs from ``reference`` by more
+    than the two spreads together."""
+    names = list(stats)
+    seeds = {n: max((s[2] for s in stats[n].values()), default=0) for n in names}
+    lines = ['| figure | ' + ' | '.join(f'{n} ({seeds[n]} seeds)' for n in names) + ' |',
+             '|---|' + '---|' * len(names)]
+    for key in stats[reference]:
+        cells = []
+        ref_mean, ref_std, _ = stats[reference][key]
+        for n in names:
+            if key not in stats[n]:
+                cells.append('-')
+                continue
+            mean, std, _ = stats[n][key]
+            mark = '*' if n != reference and abs(mean - ref_mean) > std + ref_std else ''
+            cells.append(f'{mean:.2f} ± {std:.2f}{mark}')
+        lines.append(f'| {key[len("mm/"):]} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    lines.append(f'mean ± sample std over seeds; * = differs from {reference} by more than the '
+                 'two spreads together (|mean - mean_ref| > std + std_ref).')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description='Multi-seed sweep: train + robustness test per variant and seed',
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('--preset', choices=sorted(PRESETS), help='a named set of variants')
+    parser.add_argument('--variant', nargs='+', action='append', default=[],
+                        metavar='NAME CONFIG [KEY=VALUE]',
+                        help='a variant: name, config and its cfg-options (repeatable)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--max-iters', type=int, default=None,
+                        help='schedule length of every run (warm-up and decay scaled)')
+    parser.add_argument('--jobs', type=int, default=1, help='runs at once (subprocesses)')
+    parser.add_argument('--data-root', default='data/synthetic_deliver')
+    parser.add_argument('--work-dir', default=None,
+                        help='default: work_dirs/sweep_<preset or "custom">')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='overrides applied to every variant (before its own)')
+    parser.add_argument('--run-one', help=argparse.SUPPRESS)  # internal: one run's spec (JSON)
+    args = parser.parse_args(argv)
+    if args.run_one:
+        return args
+    variants = list(PRESETS.get(args.preset, []))
+    for spec in args.variant:
+        if len(spec) < 2:
+            parser.error(f'--variant needs NAME CONFIG [KEY=VALUE ...], got {spec}')
+        options = {}
+        for item in spec[2:]:
+            if '=' not in item:
+                parser.error(f'variant {spec[0]!r}: {item!r} is not KEY=VALUE')
+            key, value = item.split('=', 1)
+            options[key] = DictAction._parse_iterable(value)
+        variants.append((spec[0], spec[1], options))
+    if not variants:
+        parser.error('give --preset or at least one --variant')
+    names = [v[0] for v in variants]
+    if len(set(names)) != len(names):
+        parser.error(f'variant names must be unique, got {names}')
+    for name, config, _ in variants:
+        if not osp.isfile(config):
+            parser.error(f'variant {name!r}: config file {config!r} does not exist')
+    if args.jobs < 1:
+        parser.error('--jobs must be at least 1')
+    args.variants = variants
+    args.work_dir = args.work_dir or osp.join('work_dirs', f'sweep_{args.preset or "custom"}')
+    return args
+
+
+def _run_one(spec_path: str) -> None:
+    import equiseg_mm  # noqa: F401
+    from equiseg_mm.apis import train_and_test
+    with open(spec_path) as f:
+        spec = json.load(f)
+    result = train_and_test(spec['config'], spec['work_dir'], data_root=spec['data_root'],
+                            seed=spec['seed'], max_iters=spec['max_iters'],
+                            cfg_options=spec['cfg_options'], quiet=True)
+    result['spec'] = spec
+    tmp = osp.join(spec['work_dir'], 'result.json.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, osp.join(spec['work_dir'], 'result.json'))
+
+
+def _load_done(spec: dict):
+    path = osp.join(spec['work_dir'], 'result.json')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    return result if result.get('spec') == spec else None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.run_one:
+        _run_one(args.run_one)
+        return
+    from equiseg_mm.datasets import make_synthetic_deliver
+    make_synthetic_deliver(args.data_root, seed=0)
+    specs = []
+    for seed in args.seeds:  # seed-major: a stopped sweep has every variant at the same seeds
+        for name, config, options in args.variants:
+            work_dir = osp.abspath(osp.join(args.work_dir, name, f'seed{seed}'))
+            specs.append(dict(name=name, config=osp.abspath(config), work_dir=work_dir, seed=seed,
+                              data_root=osp.abspath(args.data_root), max_iters=args.max_iters,
+                              cfg_options=dict(args.cfg_options, **options)))
+    results = {name: {} for name, _, _ in args.variants}
+    todo = []
+    for spec in specs:
+        done = _load_done(spec)
+        if done:
+            results[spec['name']][spec['seed']] = done['metrics']
+        else:
+            todo.append(spec)
+    print(f'[sweep] {len(specs)} runs ({len(args.variants)} variants x {len(args.seeds)} seeds), '
+          f'{len(specs) - len(todo)} already done, {args.jobs} at once; logs and results under '
+          f'{args.work_dir}', flush=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    running, start, finished, durations = [], time.time(), 0, []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            spec = todo.pop(0)
+            os.makedirs(spec['work_dir'], exist_ok=True)
+            spec_path = osp.join(spec['work_dir'], 'spec.json')
+            with open(spec_path, 'w') as f:
+                json.dump(spec, f, indent=2)
+            log = open(osp.join(spec['work_dir'], 'console.log'), 'w')
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+            proc = subprocess.Popen([sys.executable, osp.abspath(__file__), '--run-one',
+                                     spec_path], stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((proc, spec, log, time.time()))
+        time.sleep(1)
+        for item in list(running):
+            proc, spec, log, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            finished += 1
+            if proc.returncode != 0:
+                raise SystemExit(f'[sweep] run {spec["name"]} seed {spec["seed"]} failed '
+                                 f'(exit {proc.returncode}); see {spec["work_dir"]}/console.log')
+            durations.append(time.time() - t0)
+            results[spec['name']][spec['seed']] = _load_done(spec)['metrics']
+            left = len(todo) + len(running)
+            eta = np.mean(durations) * left / args.jobs
+            print(f'[sweep] {finished}/{finished + left} done: {spec["name"]} seed {spec["seed"]}'
+                  f' in {durations[-1] / 60:.1f} min; ETA {eta / 60:.1f} min', flush=True)
+    stats = aggregate(results)
+    table = format_table(stats, reference=args.variants[0][0])
+    header = (f'Sweep: {len(args.variants)} variants x seeds {args.seeds}, '
+              f'{args.max_iters or "config"} iterations, wall time '
+              f'{(time.time() - start) / 60:.1f} min this call')
+    print('\n' + header + '\n\n' + table)
+    os.makedirs(args.work_dir, exist_ok=True)
+    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
+        f.write(header + '\n\n' + table + '\n')
+    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+        json.dump(dict(runs={n: {str(s): m for s, m in r.items()} for n, r in results.items()},
+                       stats={n: {k: list(v) for k, v in s.items()} for n, s in stats.items()},
+                       variants=[dict(name=n, config=c, cfg_options=o)
+                                 for n, c, o in args.variants]), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()

@@ -195,6 +195,12 @@ class MultiModalMiT(BaseModule):
     response the RGB kernel gives to 3 equal channels (paper silent; a common choice). Missing,
     unexpected and shape-mismatched keys are warned about by name.
 
+    Absent modalities: with gradients enabled, the outputs of a branch are detached at the
+    samples whose whole input to that branch is zero (a modality dropped by the data
+    preprocessor's modality dropout, or missing): their values are unchanged (what the branch
+    computes for zeros, as at test time), but they train only the rest of the model, never the
+    branch itself (see :func:`_stop_absent_gradients` for why the exact gradient is unusable).
+
     Args:
         modalities (Sequence[str]): Modality names; their order is the stacking order of the
             input channels and of the output axis N.

@@ -1,4 +1,5 @@
 """Data preprocessor for stacked multimodal inputs, with the missing/noisy-modality protocols."""
+from collections.abc import Mapping
 from numbers import Number
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -18,6 +19,39 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 _RANDOM_UNITS = ('value', 'pixel')
 
 MeanStd = Optional[Union[Sequence[Number], Dict[str, Sequence[Number]]]]
+DropoutRates = Union[float, Dict[str, float]]
+
+
+def _dropout_rates(modality_dropout: DropoutRates, never_drop: Sequence[str],
+                   modalities: List[str]) -> Dict[str, float]:
+    """Validate ``modality_dropout`` and ``never_drop``; the drop rate of every modality."""
+
+    def rate(value, key):
+        if isinstance(value, bool) or not isinstance(value, Number) \
+                or not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f'{key} must be a number in [0, 1], got {value!r}')
+        return float(value)
+
+    if isinstance(modality_dropout, Mapping):
+        names = [str(k) for k in modality_dropout]
+        check_modalities(names, modalities, what='modality in modality_dropout')
+        rates = {m: 0.0 for m in modalities}
+        rates.update({str(k): rate(v, f'modality_dropout[{str(k)!r}]')
+                      for k, v in modality_dropout.items()})
+    else:
+        p = rate(modality_dropout, 'modality_dropout')
+        rates = {m: p for m in modalities}
+    if isinstance(never_drop, str) or not isinstance(never_drop, (Sequence, set, frozenset)):
+        raise ValueError(f'never_drop must be a list of modality names, got {never_drop!r}')
+    check_modalities([str(m) for m in never_drop], modalities, what='modality in never_drop')
+    if isinstance(modality_dropout, Mapping):
+        clash = [m for m in never_drop if rates[m] > 0]
+        if clash:
+            raise ValueError(f'modalities {clash} are in never_drop but have a drop rate in '
+                             f'modality_dropout {dict(modality_dropout)}; give one or the other')
+    for m in never_drop:
+        rates[m] = 0.0
+    return rates
 
 
 def _per_modality(stats: MeanStd, key: str, default: Sequence[float],
@@ -66,16 +100,25 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
     and stack the batch with mmseg's ``stack_batch``, as :class:`SegDataPreProcessor` does.
 
     Randomness: while training, mmseg/torch's global generator is used (so the runner's seed
-    governs it). While testing, RMM masks and NM noise come from a generator seeded with ``seed``
-    and the sample's ``img_path`` (``sample_idx`` without a path), so an evaluation pass is
-    reproducible whatever the batch size, order or number of workers, and the RMM masks of one
-    sample are nested across ratios (0.25 zeroes a subset of what 0.5 zeroes). Samples with neither
-    key use a generator that is re-seeded with ``seed`` whenever one of the protocol attributes is
-    set.
+    governs it; modality dropout draws from the CPU one). While testing, RMM masks and NM noise
+    come from a generator seeded with ``seed`` and the sample's ``img_path`` (``sample_idx``
+    without a path), so an evaluation pass is reproducible whatever the batch size, order or
+    number of workers, and the RMM masks of one sample are nested across ratios (0.25 zeroes a
+    subset of what 0.5 zeroes). Samples with neither key use a generator that is re-seeded with
+    ``seed`` whenever one of the protocol attributes is set.
 
-    Modality dropout rule: each modality of each sample that is not already missing is dropped
-    (zeroed after normalisation) independently with probability ``modality_dropout``; if that
-    would drop every remaining modality of the sample, one of them, drawn uniformly, is kept.
+    Modality dropout rule (training only): every modality m has a drop rate r_m
+    (``modality_dropout``: one rate for all, or one per modality; 0 for the ``never_drop``
+    modalities). Each sample independently drops (zeroes after normalisation) each of its
+    modalities that is not already missing with probability r_m, independently of the other
+    modalities. If that would drop every remaining (not missing) modality of the sample, exactly
+    one of them is kept instead, drawn with probability proportional to its keep rate 1 - r_m
+    (uniformly when those rates are all equal, e.g. with one rate for all or when every r_m is
+    1). So a sample never loses all its modalities, a modality with r_m = 0 is never dropped (and
+    a sample that has one never needs the fallback), and one with r_m = 1 is kept only when
+    every remaining modality has r_m = 1. A dropped modality reaches the backbone as zeros,
+    exactly like a missing one at test time (the backbone does not back-propagate into a branch
+    from such all-zero inputs, see :class:`~equiseg_mm.models.backbones.MultiModalMiT`).
 
     Args:
         modalities (Sequence[str]): Modality names in stacking order.
@@ -112,8 +155,13 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
             independently, as skimage's salt-and-pepper) or 'pixel' (all channels of one modality
             at one pixel together). The protocol papers do not say; 'value' is this project's
             choice. Defaults to 'value'.
-        modality_dropout (float): In [0, 1]. Training-only probability of dropping a modality of
-            a sample, see the rule above. Defaults to 0.0.
+        modality_dropout (float | dict): Training-only drop rates, see the rule above: one
+            number in [0, 1] for every modality, or a dict modality name -> rate in [0, 1]
+            (e.g. ``dict(depth=0.5, event=0.3)``), where modalities it does not name are never
+            dropped. Defaults to 0.0 (no dropout).
+        never_drop (Sequence[str] | str): Modalities modality dropout never drops (rate 0),
+            e.g. ``['rgb']`` with a single ``modality_dropout`` rate for the others. Naming one
+            that a ``modality_dropout`` dict gives a rate above 0 is an error. Defaults to ().
         seed (int): Seed of the test-time RMM/NM randomness. Defaults to 0.
         batch_augments (list[dict], optional): Batch-level augmentations. Defaults to None.
         test_cfg (dict, optional): Padding at test time (keys ``size`` / ``size_divisor``).
@@ -137,7 +185,8 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
                  noise_density: float = 0.0,
                  noise_max: float = 255.0,
                  random_unit: str = 'value',
-                 modality_dropout: float = 0.0,
+                 modality_dropout: DropoutRates = 0.0,
+                 never_drop: Sequence[str] = (),
                  seed: int = 0,
                  batch_augments: Optional[List[dict]] = None,
                  test_cfg: Optional[dict] = None) -> None:
@@ -187,9 +236,12 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
             raise ValueError(f'random_unit must be one of {list(_RANDOM_UNITS)}, '
                              f'got {random_unit!r}')
         self.random_unit = random_unit
-        if not 0.0 <= float(modality_dropout) <= 1.0:
-            raise ValueError(f'modality_dropout must be in [0, 1], got {modality_dropout!r}')
-        self.modality_dropout = float(modality_dropout)
+        never_drop = [never_drop] if isinstance(never_drop, str) else never_drop
+        #: dict[str, float]: The drop rate of every modality (0 for the ``never_drop`` ones).
+        self.dropout_rates = _dropout_rates(modality_dropout, never_drop, self._modalities)
+        self.never_drop = tuple(m for m in self._modalities if m in never_drop)
+        self.modality_dropout = dict(modality_dropout) if isinstance(modality_dropout, Mapping) \
+            else float(modality_dropout)
         self.noise_max = float(noise_max)
         self.seed = int(seed)
         self._fallback_generator = torch.Generator()
@@ -280,17 +332,23 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
             mask &= self._uniform(shape, device, generator) < self._missing_ratio
         return mask
 
-    def _dropout_keep(self, num_samples: int, device: torch.device) -> torch.Tensor:
-        """Boolean (B, N) of modalities kept by modality dropout (training only)."""
-        present = torch.tensor([m not in self._missing_modalities for m in self._modalities],
-                               device=device)
-        keep = torch.rand(num_samples, len(self._modalities), device=device) \
-            >= self.modality_dropout
+    def _dropout_keep(self, num_samples: int,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Boolean (B, N) CPU tensor of the modalities kept by modality dropout (the rule in
+        the class docs), drawn on the CPU from ``generator`` (torch's global one when None)."""
+        present = torch.tensor([m not in self._missing_modalities for m in self._modalities])
+        rates = torch.tensor([self.dropout_rates[m] for m in self._modalities])
+        keep = torch.rand(num_samples, len(self._modalities), generator=generator) >= rates
         keep &= present
+        candidates = torch.nonzero(present).flatten()
+        keep_rates = 1.0 - rates[candidates]
+        uniform = bool((keep_rates == keep_rates[0]).all())
         for b in torch.nonzero(~keep.any(dim=1)).flatten().tolist():
-            candidates = torch.nonzero(present).flatten()
-            pick = candidates[torch.randint(len(candidates), (1, ), device=device)]
-            keep[b, pick] = True
+            if uniform:
+                pick = torch.randint(len(candidates), (1, ), generator=generator)
+            else:
+                pick = torch.multinomial(keep_rates, 1, generator=generator)
+            keep[b, candidates[pick]] = True
         return keep
 
     def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:
@@ -344,8 +402,8 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
             outputs.append(_input)
         inputs = outputs
 
-        if training and self.modality_dropout > 0:
-            keep = self._dropout_keep(len(inputs), inputs[0].device)
+        if training and any(r > 0 for r in self.dropout_rates.values()):
+            keep = self._dropout_keep(len(inputs))
             for b in range(len(inputs)):
                 for n, name in enumerate(self._modalities):
                     if not keep[b, n] and name not in self._missing_modalities:

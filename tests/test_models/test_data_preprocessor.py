@@ -236,3 +236,83 @@ def test_bad_rgb_modality_and_channel_mismatch_at_forward():
     dp = MultiModalSegDataPreProcessor(modalities=MODS)
     with pytest.raises(ValueError, match=r'9 channels but channels=\[3, 3, 3, 3\].*12'):
         dp(batch(c=9))
+
+
+def _keep_stats(dp, n=20000, seed=0):
+    """Kept fractions per modality and the (B, N) keep mask of ``n`` seeded draws."""
+    keep = dp._dropout_keep(n, generator=torch.Generator().manual_seed(seed))
+    assert keep.shape == (n, len(dp.modalities)) and keep.any(1).all()
+    return keep.float().mean(0).tolist(), keep
+
+
+def test_modality_dropout_per_modality_rates():
+    # unnamed modalities are never dropped, so no sample needs the keep-one fallback here
+    dp = identity(modality_dropout=dict(rgb=0.2, depth=0.5))
+    assert dp.dropout_rates == dict(rgb=0.2, depth=0.5, event=0.0, lidar=0.0)
+    kept, keep = _keep_stats(dp)
+    assert kept[0] == pytest.approx(0.8, abs=0.015) and kept[1] == pytest.approx(0.5, abs=0.015)
+    assert kept[2] == kept[3] == 1.0
+    # independent draws per modality
+    assert (keep[:, 0] & keep[:, 1]).float().mean().item() == pytest.approx(0.4, abs=0.015)
+
+
+def test_modality_dropout_fallback_keeps_one_in_proportion_to_keep_rates():
+    dp = identity(mods=['rgb', 'depth'], modality_dropout=dict(rgb=0.5, depth=0.9))
+    kept, keep = _keep_stats(dp)
+    # both would go with probability 0.45; then rgb is kept with 0.5 / (0.5 + 0.1) = 5/6
+    assert kept[0] == pytest.approx(0.5 + 0.45 * 5 / 6, abs=0.015)
+    assert kept[1] == pytest.approx(0.1 + 0.45 / 6, abs=0.015)
+    assert (keep[:, 0] & keep[:, 1]).float().mean().item() == pytest.approx(0.05, abs=0.01)
+    # rate 1 next to a lower rate: never kept, the other one always
+    kept, _ = _keep_stats(identity(mods=['rgb', 'depth'], modality_dropout=dict(rgb=1.0,
+                                                                                depth=0.5)))
+    assert kept == [0.0, 1.0]
+    # one rate for all (here every rate 1): exactly one kept per sample, drawn uniformly
+    kept, keep = _keep_stats(identity(modality_dropout=1.0))
+    assert keep.sum(1).eq(1).all()
+    assert all(k == pytest.approx(0.25, abs=0.015) for k in kept)
+
+
+def test_modality_dropout_never_drop_is_honoured():
+    dp = identity(modality_dropout=0.9, never_drop=['rgb'])
+    assert dp.dropout_rates == dict(rgb=0.0, depth=0.9, event=0.9, lidar=0.9)
+    assert dp.never_drop == ('rgb', )
+    kept, _ = _keep_stats(dp)
+    assert kept[0] == 1.0 and all(k == pytest.approx(0.1, abs=0.015) for k in kept[1:])
+    # through forward, with the global generator the runner seeds
+    torch.manual_seed(0)
+    out = dp(batch(n=256, h=2, w=2, value=5), training=True)['inputs'].view(256, 4, 3, 2, 2)
+    kept = out.ne(0).flatten(2).all(-1)
+    assert (kept | out.eq(0).flatten(2).all(-1)).all()  # whole modalities
+    assert kept[:, 0].all() and 0.03 < kept[:, 1:].float().mean().item() < 0.2
+    # a string names one modality; a missing modality is not dropped twice nor chosen to keep
+    dp = identity(modality_dropout=1.0, never_drop='depth', missing_modalities=['rgb'])
+    out = dp(batch(n=16, h=2, w=2, value=5), training=True)['inputs'].view(16, 4, 3, 2, 2)
+    assert out.ne(0).flatten(2).all(-1).tolist() == [[False, True, False, False]] * 16
+
+
+def test_modality_dropout_from_a_config_dict():
+    from mmengine.config import ConfigDict
+    dp = MODELS.build(ConfigDict(type='MultiModalSegDataPreProcessor', modalities=MODS,
+                                 modality_dropout=ConfigDict(depth=0.5), never_drop=['rgb']))
+    assert dp.dropout_rates == dict(rgb=0.0, depth=0.5, event=0.0, lidar=0.0)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(modality_dropout=1.5), r'modality_dropout must be a number in \[0, 1\], got 1.5'),
+    (dict(modality_dropout='0.3'), r"modality_dropout must be a number in \[0, 1\], got '0.3'"),
+    (dict(modality_dropout=True), r'modality_dropout must be a number in \[0, 1\], got True'),
+    (dict(modality_dropout=dict(depth=-0.5)),
+     r"modality_dropout\['depth'\] must be a number in \[0, 1\], got -0.5"),
+    (dict(modality_dropout=dict(thermal=0.5)),
+     r"unknown modality in modality_dropout \['thermal'\]; allowed values are "
+     r"\['rgb', 'depth', 'event', 'lidar'\]"),
+    (dict(never_drop=['thermal']),
+     r"unknown modality in never_drop \['thermal'\]; allowed values are \['rgb'"),
+    (dict(never_drop=3), 'never_drop must be a list of modality names, got 3'),
+    (dict(modality_dropout=dict(rgb=0.2, depth=0.5), never_drop=['depth']),
+     r"\['depth'\] are in never_drop but have a drop rate"),
+])
+def test_bad_modality_dropout(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        identity(**kwargs)

@@ -2,7 +2,9 @@
 config, writing into a temporary work dir."""
 import glob
 import json
+import math
 import os.path as osp
+import re
 
 import cv2
 import numpy as np
@@ -97,3 +99,21 @@ def test_missing_checkpoint_fails_with_its_path(tmp_path, tiny_config):
     assert proc.returncode != 0
     assert missing in proc.stderr, describe(proc)
     assert not (tmp_path / 'work_dir').exists()
+
+
+def test_train_with_modality_dropout_keeps_losses_finite(tmp_path, tiny_config):
+    # issue 12: with modality dropout the first backward through a dropped (all-zero) branch of
+    # the freshly initialised model was NaN, so the second iteration's loss was NaN and
+    # FiniteLossHook stopped the run
+    work_dir = tmp_path / 'work_dir'
+    proc = run_tool([PYTHON, osp.join(TOOLS, 'train.py'), tiny_config, '--work-dir', work_dir,
+                     '--cfg-options', 'model.data_preprocessor.modality_dropout=0.5',
+                     'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3'],
+                    cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    log = _log_text(work_dir)
+    lines = [line for line in log.splitlines() if 'Iter(train)' in line]
+    assert len(lines) == 3 and 'Iter(train) [3/3]' in lines[-1], log[-3000:]
+    for line in lines:
+        losses = [float(v) for v in re.findall(r'loss\S*: (\S+)', line)]
+        assert losses and all(math.isfinite(v) for v in losses), line

@@ -154,6 +154,28 @@ def _load_into_branch(branch: nn.Module, state_dict: Mapping[str, Tensor],
     return report
 
 
+def _stop_absent_gradients(x: Tensor, outs: Sequence[Tensor]) -> List[Tensor]:
+    """The branch outputs ``outs``, detached at the samples whose input ``x`` is all zero.
+
+    A sample whose whole input to a branch is zero is an absent modality (dropped by modality
+    dropout or zeroed as missing by the data preprocessor). Its outputs keep their values (what
+    the branch computes for zeros, as at test time) but back-propagate nothing into the branch:
+    the rest of the model learns to use them, the branch learns from real inputs only. The
+    exact gradient at such a sample is unusable: with MiT's initialisation (every bias zero)
+    a zero input keeps every token of the branch exactly zero, so every LayerNorm of the branch
+    normalises a constant vector, where its input gradient is its output gradient times
+    ``weight / sqrt(eps)`` (1000 for eps=1e-6); through the ~30 LayerNorms of a MiT-B0 branch
+    that overflows float32 to inf, and LayerNorm's backward turns inf - inf into NaN.
+    The outputs stay in the autograd graph (zero gradients) even when every sample is absent, so
+    distributed training sees every parameter used.
+    """
+    present = torch.count_nonzero(x.detach(), dim=tuple(range(1, x.dim()))) > 0
+    if bool(present.all()):
+        return list(outs)
+    return [torch.where(present.view(-1, *([1] * (o.dim() - 1))), o, o.detach())
+            for o in outs]
+
+
 @MODELS.register_module()
 class MultiModalMiT(BaseModule):
     """Equal-encoding multimodal backbone: one Mix Transformer branch per modality.
@@ -172,6 +194,12 @@ class MultiModalMiT(BaseModule):
     channels repeated C times and scaled by 3 / C, so an input with C equal channels gives the
     response the RGB kernel gives to 3 equal channels (paper silent; a common choice). Missing,
     unexpected and shape-mismatched keys are warned about by name.
+
+    Absent modalities: with gradients enabled, the outputs of a branch are detached at the
+    samples whose whole input to that branch is zero (a modality dropped by the data
+    preprocessor's modality dropout, or missing): their values are unchanged (what the branch
+    computes for zeros, as at test time), but they train only the rest of the model, never the
+    branch itself (see :func:`_stop_absent_gradients` for why the exact gradient is unusable).
 
     Args:
         modalities (Sequence[str]): Modality names; their order is the stacking order of the
@@ -373,7 +401,10 @@ class MultiModalMiT(BaseModule):
     def _run_branch(self, index: int, branch: nn.Module, x: Tensor):
         cache = self._branch_cache
         if cache is None or self.training or torch.is_grad_enabled():
-            return branch(x)
+            outs = branch(x)
+            if torch.is_grad_enabled():
+                outs = _stop_absent_gradients(x, outs)
+            return outs
         if not x.any():
             key = (index, tuple(x.shape), x.dtype, x.device)
             if key not in cache['zero']:

@@ -170,8 +170,7 @@ def _stop_absent_gradients(x: Tensor, outs: Sequence[Tensor]) -> List[Tensor]:
     distributed training sees every parameter used.
     """
     present = torch.count_nonzero(x.detach(), dim=tuple(range(1, x.dim()))) > 0
-    if bool(present.all()):
-        return list(outs)
+    # no `if present.all()` shortcut: it would synchronise with the GPU at every branch
     return [torch.where(present.view(-1, *([1] * (o.dim() - 1))), o, o.detach())
             for o in outs]
 

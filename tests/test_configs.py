@@ -35,6 +35,9 @@ def test_there_are_configs():
     assert any(n.startswith('equiseg-nosgm') for n in names)
     assert any('rgbd-' in n for n in names)
     assert any('muses' in n for n in names)
+    # mmpretrain backbones as branches
+    assert 'equiseg_convnext-v2-atto_1xb8-1k_synthetic-rgbdel-96x96.py' in names
+    assert 'equiseg_swin-tiny-patch4-window7_1xb8-1k_synthetic-rgbdel-96x96.py' in names
 
 
 @pytest.mark.parametrize('path', LEAF_CONFIGS, ids=[osp.basename(p) for p in LEAF_CONFIGS])
@@ -49,6 +52,14 @@ def test_config_builds_and_runs(path, tmp_path):
         assert list(cfg[loader].dataset.modalities) == mods, loader
     assert cfg.model.neck.get('num_modalities', len(mods)) == len(mods)
     assert 'data_preprocessor' not in cfg  # only model.data_preprocessor, no stale copy
+    # the neck keeps the backbone's stage widths, and both heads read the neck's maps
+    widths = list(cfg.model.neck.in_channels)
+    assert list(cfg.model.decode_head.in_channels) == widths
+    if cfg.model.get('auxiliary_head'):
+        assert list(cfg.model.auxiliary_head.in_channels) == widths
+    branch = cfg.model.backbone.get('branch')
+    if branch is not None and branch['type'].startswith('mmpretrain.'):
+        assert 'embed_dims' not in cfg.model.backbone  # no ignored MiT arguments left behind
     cfg.work_dir = str(tmp_path)
     # a tiny input: pad to a multiple of 32 instead of the 1024x1024 crop, small slide windows
     cfg.model.data_preprocessor.size = None
@@ -73,6 +84,9 @@ def test_config_builds_and_runs(path, tmp_path):
         logits = model(**data, mode='tensor')
     assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 96)
     assert logits.shape[1] == cfg.model.decode_head.num_classes
+    with torch.no_grad():  # the backbone's stage widths are the configured ones
+        feats = model.backbone(data['inputs'][:1])
+    assert [f.shape[2] for f in feats] == widths
     # the configured test loop builds (it needs the model's preprocessor and the metric)
     if cfg.test_cfg.get('type') == 'MissingModalityTestLoop':
         from equiseg_mm.engine import MissingModalityTestLoop

@@ -1,10 +1,11 @@
-"""Multi-branch Mix Transformer: one equal encoder branch per modality (EQUISeg's encoder).
+"""Multi-branch encoder: one equal branch per modality (EQUISeg's encoder), MiT or any backbone.
 
 Besides :class:`MultiModalMiT`, this file holds :func:`convert_segformer_mit_keys` (official
 SegFormer ``mit_b*.pth`` key names -> mmseg's), which ``tools/convert_mit_checkpoint.py`` uses.
 """
 import contextlib
 import copy
+import importlib
 import logging
 import re
 import warnings
@@ -13,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.logging import print_log
 from mmengine.model import BaseModule, ModuleList
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -28,6 +30,12 @@ _SEGFORMER_BLOCK = re.compile(r'^block(\d+)\.(\d+)\.(.+)$')
 _SEGFORMER_STAGE_NORM = re.compile(r'^norm(\d+)\.(.+)$')
 _SEGFORMER_FFN = {'mlp.fc1.': 'ffn.layers.0.', 'mlp.dwconv.dwconv.': 'ffn.layers.1.',
                   'mlp.fc2.': 'ffn.layers.4.'}
+_MAX_NAMED = 8  # shape mismatches named in an error
+
+
+def _public_name(module: nn.Module) -> str:
+    """The class name a user configured (not that of a private fast-path subclass)."""
+    return next(c.__name__ for c in type(module).__mro__ if not c.__name__.startswith('_'))
 
 
 def convert_segformer_mit_keys(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, Tensor]':
@@ -96,19 +104,49 @@ def convert_segformer_mit_keys(state_dict: Mapping[str, Tensor]) -> 'OrderedDict
     return out
 
 
-def _extract_backbone_state_dict(checkpoint: Mapping) -> 'OrderedDict[str, Tensor]':
-    """Unwrap ``state_dict``/``model``, keep ``backbone.`` keys (prefix stripped) if any, and
-    convert official SegFormer names."""
+def _has_segformer_keys(keys) -> bool:
+    """Whether any key has an official SegFormer name (``patch_embed1.proj.weight``,
+    ``block1.0.attn.q.weight``, ...)."""
+    return any(_SEGFORMER_PATCH_EMBED.match(k) or _SEGFORMER_BLOCK.match(k) for k in keys)
+
+
+def _extract_backbone_state_dict(checkpoint: Mapping, branch_keys: Sequence[str],
+                                 prefix: Optional[str] = None) -> 'OrderedDict[str, Tensor]':
+    """The single-backbone state dict in a checkpoint, with the branch's key names.
+
+    See :class:`MultiModalMiT` ("Pretrained weights") for the rule. ``branch_keys`` are the
+    state-dict keys of one branch (all branches share them).
+
+    Raises:
+        ValueError: If the checkpoint holds no tensors, or ``prefix`` matches no key.
+    """
     state_dict = checkpoint
     for wrapper in ('state_dict', 'model'):
         if isinstance(state_dict, Mapping) and isinstance(state_dict.get(wrapper), Mapping):
             state_dict = state_dict[wrapper]
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f'expected a state dict (a mapping of names to tensors), got '
+                         f'{type(state_dict).__name__}')
     state_dict = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
-                             for k, v in state_dict.items())
-    if any(k.startswith('backbone.') for k in state_dict):
-        state_dict = OrderedDict((k[len('backbone.'):], v) for k, v in state_dict.items()
-                                 if k.startswith('backbone.'))
-    if any(_SEGFORMER_PATCH_EMBED.match(k) or _SEGFORMER_BLOCK.match(k) for k in state_dict):
+                             for k, v in state_dict.items() if isinstance(v, Tensor))
+    if not state_dict:
+        raise ValueError('the checkpoint holds no tensors')
+    if prefix is None and not any(k.startswith('backbone.') for k in branch_keys) and \
+            any(k.startswith('backbone.') for k in state_dict):
+        prefix = 'backbone.'
+    if prefix:
+        kept = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
+                           if k.startswith(prefix))
+        if not kept:
+            raise ValueError(f'no key starts with prefix {prefix!r} (keys such as '
+                             f'{list(state_dict)[:3]})')
+        dropped = sorted({k.split('.', 1)[0] + '.' for k in state_dict if not k.startswith(prefix)})
+        if dropped:
+            print_log(f'MultiModalMiT: kept the {prefix!r} keys of the checkpoint, dropped '
+                      f'{len(state_dict) - len(kept)} others ({", ".join(dropped)})',
+                      logger='current', level=logging.INFO)
+        state_dict = kept
+    if _has_segformer_keys(state_dict) and not _has_segformer_keys(branch_keys):
         state_dict = convert_segformer_mit_keys(state_dict)
     return state_dict
 
@@ -122,36 +160,98 @@ def _adapt_input_channels(weight: Tensor, channels: int) -> Tensor:
     return mean.repeat(1, channels, *([1] * (weight.dim() - 2))) * (src / channels)
 
 
+def _is_input_kernel(value: Tensor, target: Tensor, in_channels: int) -> bool:
+    """Whether a checkpoint tensor is a convolution kernel on the branch input that differs from
+    the branch's only in its input channels: both 4-D, equal except in dim 1, and the branch's
+    dim 1 is the branch's input channel count."""
+    return (value.dim() == 4 and target.dim() == 4 and target.shape[1] == in_channels
+            and value.shape[1] != in_channels and value.shape[0] == target.shape[0]
+            and value.shape[2:] == target.shape[2:])
+
+
 def _load_into_branch(branch: nn.Module, state_dict: Mapping[str, Tensor],
                       in_channels: int) -> Dict[str, List[str]]:
-    """Copy matching tensors of ``state_dict`` into ``branch``; adapt first-layer kernels.
+    """Load ``state_dict`` into ``branch`` with ``branch.load_state_dict(strict=False)`` (so the
+    backbone's own load hooks apply), after adapting its input kernels to ``in_channels``.
 
     Returns:
-        dict[str, list[str]]: ``missing``, ``unexpected``, ``mismatched`` (shape) and
-        ``adapted`` (input-channel adapted) key names.
+        dict[str, list[str]]: ``missing`` (``num_batches_tracked`` left out, as mmengine does),
+        ``unexpected`` and ``adapted`` (input-channel adapted) key names.
+
+    Raises:
+        ValueError: If a tensor's shape differs from the branch's other than as an input kernel
+            (naming each key and both shapes), or no checkpoint key names a branch tensor.
     """
     own = branch.state_dict()
-    report = dict(missing=[], unexpected=[], mismatched=[], adapted=[])
-    to_load, mismatched = OrderedDict(), set()
+    if not any(k in own for k in state_dict):
+        raise ValueError(f'none of its {len(state_dict)} keys (such as {list(state_dict)[:3]}) '
+                         f'names a tensor of the branch (such as {list(own)[:3]})')
+    to_load, adapted = OrderedDict(), []
     for key, value in state_dict.items():
-        if key not in own:
-            report['unexpected'].append(key)
-            continue
-        target = own[key]
-        if value.shape != target.shape:
-            if (value.dim() == 4 and target.dim() == 4 and target.shape[1] == in_channels
-                    and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]):
-                value = _adapt_input_channels(value.float(), in_channels)
-                report['adapted'].append(key)
-            else:
-                mismatched.add(key)
-                report['mismatched'].append(
-                    f'{key} (checkpoint {tuple(value.shape)}, model {tuple(target.shape)})')
-                continue
-        to_load[key] = value.to(dtype=target.dtype)
-    report['missing'] = [k for k in own if k not in to_load and k not in mismatched]
-    branch.load_state_dict(to_load, strict=False)
-    return report
+        target = own.get(key)
+        if target is not None and value.shape != target.shape and \
+                _is_input_kernel(value, target, in_channels):
+            value = _adapt_input_channels(value.float(), in_channels)
+            adapted.append(key)
+        to_load[key] = value
+    mismatched = [k for k, v in to_load.items() if k in own and v.shape != own[k].shape]
+    try:
+        result = branch.load_state_dict(to_load, strict=False)
+    except RuntimeError as err:
+        named = [k for k in mismatched if f'size mismatch for {k}:' in str(err)] or mismatched
+        if not named:
+            raise
+        more = f'; and {len(named) - _MAX_NAMED} more' if len(named) > _MAX_NAMED else ''
+        raise ValueError('; '.join(
+            f'size mismatch for {k}: checkpoint {tuple(state_dict[k].shape)}, branch '
+            f'{tuple(own[k].shape)}' for k in named[:_MAX_NAMED]) + more) from err
+    return dict(missing=[k for k in result.missing_keys if 'num_batches_tracked' not in k],
+                unexpected=list(result.unexpected_keys), adapted=adapted)
+
+
+def _pretrained_from_cfg(cfg: Optional[dict], where: str) -> Optional[dict]:
+    """The ``type='Pretrained'`` dict of an init_cfg (None if it has none).
+
+    Raises:
+        ValueError: If a Pretrained entry sits in a list (one checkpoint for all branches).
+    """
+    if isinstance(cfg, Mapping) and cfg.get('type') == 'Pretrained':
+        return dict(cfg)
+    if isinstance(cfg, (list, tuple)) and any(
+            isinstance(c, Mapping) and c.get('type') == 'Pretrained' for c in cfg):
+        raise ValueError(f"{where}: give type='Pretrained' as a single dict, not in a list, "
+                         f'got {cfg!r}')
+    return None
+
+
+def _build_branch(cfg: dict) -> nn.Module:
+    """Build one branch from a registered backbone config.
+
+    A scoped type such as ``'mmpretrain.ConvNeXt'`` imports ``mmpretrain.models`` first (which
+    registers its backbones), so the type resolves from mmseg's registry through mmengine's
+    scope prefix without ``custom_imports``.
+
+    Raises:
+        ImportError: If the scope's package is not installed or fails to import.
+    """
+    obj_type = cfg['type']
+    if isinstance(obj_type, str) and '.' in obj_type:
+        scope = obj_type.split('.', 1)[0]
+        if scope != 'mmseg' and scope in MODULE2PACKAGE:
+            try:
+                importlib.import_module(f'{scope}.models')
+            except ImportError as err:
+                if isinstance(err, ModuleNotFoundError) and err.name == scope:
+                    raise ImportError(
+                        f"branch type {obj_type!r} needs the {scope!r} package, which is not "
+                        f'installed (pip install {MODULE2PACKAGE[scope]})') from err
+                raise ImportError(f'branch type {obj_type!r}: importing {scope}.models failed: '
+                                  f'{err}') from err
+    module = MODELS.build(cfg)
+    if not isinstance(module, nn.Module):
+        raise ValueError(f'branch type {obj_type!r} built a {type(module).__name__}, not a '
+                         'backbone module')
+    return module
 
 
 def _stop_absent_gradients(x: Tensor, outs: Sequence[Tensor]) -> List[Tensor]:
@@ -177,22 +277,44 @@ def _stop_absent_gradients(x: Tensor, outs: Sequence[Tensor]) -> List[Tensor]:
 
 @MODELS.register_module()
 class MultiModalMiT(BaseModule):
-    """Equal-encoding multimodal backbone: one Mix Transformer branch per modality.
+    """Equal-encoding multimodal backbone: one encoder branch per modality.
 
-    Every modality gets its own branch with the same settings (no branch is privileged), each an
-    mmseg :class:`MixVisionTransformer` (or, with ``branch``, any registered backbone). The
-    input is the modalities stacked along channels in ``modalities`` order; the backbone splits
-    it by ``in_channels`` and stacks the branch outputs per stage.
+    Every modality gets its own branch with the same settings (no branch is privileged): an
+    mmseg :class:`MixVisionTransformer` by default, or any registered backbone given by
+    ``branch`` (e.g. ``dict(type='mmpretrain.ConvNeXt', ...)``, ``dict(type='ResNetV1c', ...)``).
+    The input is the modalities stacked along channels in ``modalities`` order; the backbone
+    splits it by ``in_channels`` and stacks the branch outputs per stage.
 
-    Pretrained weights: ``init_cfg=dict(type='Pretrained', checkpoint=path)`` takes a
-    *single-branch* MiT checkpoint (mmseg key names such as ``layers.0.0.projection.weight``,
-    optionally under ``state_dict``/``model`` and/or with a ``backbone.`` prefix, or the
-    official SegFormer names, converted with :func:`convert_segformer_mit_keys`) and loads it
-    into every branch. For a branch whose channel count differs from the checkpoint's (e.g. a
-    1-channel depth map), the first patch-embedding kernel becomes the mean over the RGB input
-    channels repeated C times and scaled by 3 / C, so an input with C equal channels gives the
-    response the RGB kernel gives to 3 equal channels (paper silent; a common choice). Missing,
-    unexpected and shape-mismatched keys are warned about by name.
+    Pretrained weights: one *single-backbone* checkpoint of the branch's architecture is loaded
+    into every branch. It is given as ``init_cfg=dict(type='Pretrained', checkpoint=path)``
+    (optionally with ``prefix`` and ``map_location``, as mmengine's ``Pretrained``), as
+    ``pretrained=path`` (what mmseg's ``EncoderDecoder(pretrained=...)`` passes), or as the
+    ``init_cfg`` (or ``pretrained``) inside the ``branch`` config (mmseg's way of writing a
+    backbone's weights), which is then taken out of the branch and handled here. The rule:
+
+    1. The state dict is the checkpoint's ``state_dict`` (else ``model``, else the checkpoint
+       itself); non-tensor entries are dropped and a leading ``module.`` is stripped.
+    2. With ``prefix``, only keys starting with it are kept, without it. Without ``prefix``, if
+       some keys start with ``backbone.`` and the branch has no such key, only those are kept,
+       without it (an mmpretrain classifier's ``head.``/``neck.``/``data_preprocessor.`` keys or
+       an mmseg segmentor's heads are dropped).
+    3. Official SegFormer ``mit_b*.pth`` names are converted with
+       :func:`convert_segformer_mit_keys` when the branch does not use those names itself.
+    4. A 4-D tensor whose shape equals the branch's except in dim 1, where the branch has its
+       input channel count C, is a kernel on the input (the first convolution, e.g. MiT's
+       ``layers.0.0.projection.weight``, ConvNeXt's ``downsample_layers.0.0.weight``, ResNet's
+       ``conv1.weight``): it becomes the mean over the checkpoint's input channels, repeated C
+       times and scaled by C_src / C, so an input with C equal channels gives the response the
+       checkpoint kernel gives to C_src equal channels (paper silent; a common choice).
+    5. Everything is loaded with the branch's ``load_state_dict(strict=False)`` (so backbone
+       load hooks, e.g. mmpretrain Swin's, apply). Any other shape difference raises a
+       ``ValueError`` naming each key and both shapes; a checkpoint sharing no key with the
+       branch raises too. Missing (``num_batches_tracked`` aside) and unexpected keys are
+       warned about in mmengine's wording; tensors the checkpoint lacks keep the branch's
+       default initialisation.
+
+    The branches' stage widths must equal the neck's ``in_channels`` (``CMTBNeck`` checks it
+    at its first forward, naming both).
 
     Absent modalities: with gradients enabled, the outputs of a branch are detached at the
     samples whose whole input to that branch is zero (a modality dropped by the data
@@ -223,8 +345,15 @@ class MultiModalMiT(BaseModule):
         norm_cfg (dict): Normalisation layer. Defaults to ``dict(type='LN', eps=1e-6)``.
         with_cp (bool): Gradient checkpointing in each layer. Defaults to False.
         branch (dict, optional): Config of any registered backbone used for every branch instead
-            of MiT (the MiT arguments are then ignored); its ``in_channels`` is set per
-            modality. All branches must return maps of equal shapes. Defaults to None (MiT).
+            of MiT (the MiT arguments above are then ignored): an mmseg type (``'ResNetV1c'``)
+            or another OpenMMLab package's with its scope (``'mmpretrain.ConvNeXt'``; that
+            package's ``models`` module is imported when needed). Its ``in_channels`` is set per
+            modality; it must return a tuple of (B, C_i, H_i, W_i) maps, e.g. mmpretrain's
+            ConvNeXt with ``out_indices=(0, 1, 2, 3), gap_before_final_norm=False``, Swin with
+            ``out_indices=(0, 1, 2, 3)`` (and ``pad_small_map=True`` when a stage map can be
+            smaller than the window), ResNet with ``out_indices=(0, 1, 2, 3)``. A Pretrained
+            ``init_cfg`` or a ``pretrained`` path in it is handled as described above.
+            Defaults to None (MiT).
         fast_attention (bool): Run the branches' attention with ``need_weights=False`` (see
             :func:`~equiseg_mm.models.utils.use_fast_attention`); same outputs, much faster on
             CPU. Defaults to True.
@@ -232,6 +361,8 @@ class MultiModalMiT(BaseModule):
             :func:`~equiseg_mm.models.utils.use_channels_last`) and stack their outputs in
             channels-last memory; same outputs, about 1.5x faster branches at batch 1 on CPU.
             Defaults to True.
+        pretrained (str, optional): Checkpoint path, the same as
+            ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``. Defaults to None.
         init_cfg (dict, optional): Initialisation config; ``type='Pretrained'`` is handled as
             described above. Defaults to None.
     """
@@ -258,7 +389,15 @@ class MultiModalMiT(BaseModule):
                  branch: Optional[dict] = None,
                  fast_attention: bool = True,
                  fast_layout: bool = True,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
+        if pretrained is not None:
+            if not isinstance(pretrained, str):
+                raise ValueError(f'pretrained must be a checkpoint path, got {pretrained!r}')
+            if init_cfg is not None:
+                raise ValueError(f'give pretrained={pretrained!r} or init_cfg={init_cfg!r}, '
+                                 'not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
         if isinstance(modalities, str) or not isinstance(modalities, Sequence) \
                 or len(modalities) == 0 or not all(isinstance(m, str) for m in modalities):
@@ -281,10 +420,7 @@ class MultiModalMiT(BaseModule):
         for flag, value in (('fast_attention', fast_attention), ('fast_layout', fast_layout)):
             if not isinstance(value, bool):
                 raise ValueError(f'{flag} must be True or False, got {value!r}')
-        if isinstance(init_cfg, (list, tuple)) and any(
-                isinstance(c, dict) and c.get('type') == 'Pretrained' for c in init_cfg):
-            raise ValueError("init_cfg: give type='Pretrained' as a single dict, not in a list, "
-                             f'got {init_cfg!r}')
+        _pretrained_from_cfg(init_cfg, 'init_cfg')  # rejects a Pretrained entry in a list
         if branch is None:
             lengths = {k: len(v) for k, v in dict(
                 num_layers=num_layers, num_heads=num_heads, patch_sizes=patch_sizes,
@@ -296,6 +432,8 @@ class MultiModalMiT(BaseModule):
                 raise ValueError(f'out_indices must be non-empty stage indices in '
                                  f'[0, {num_stages}), got {list(out_indices)}')
         self.branch_cfg = copy.deepcopy(dict(branch)) if branch is not None else None
+        if self.branch_cfg is not None:
+            self._take_branch_pretrained(self.branch_cfg)
         self.fast_attention = fast_attention
         self.fast_layout = fast_layout
 
@@ -313,7 +451,7 @@ class MultiModalMiT(BaseModule):
             else:
                 cfg = copy.deepcopy(self.branch_cfg)
                 cfg['in_channels'] = channels
-                self.branches.append(MODELS.build(cfg))
+                self.branches.append(_build_branch(cfg))
         if fast_attention:
             use_fast_attention(self.branches)
         if fast_layout:
@@ -324,33 +462,82 @@ class MultiModalMiT(BaseModule):
         """int: Number of modalities (branches)."""
         return len(self.modalities)
 
+    def _take_branch_pretrained(self, cfg: dict) -> None:
+        """Move a Pretrained ``init_cfg`` or a ``pretrained`` path out of the branch config into
+        this module's ``init_cfg`` (so every branch gets the adapted loading).
+
+        Raises:
+            ValueError: If the weights are given twice or the backbone has its own init_cfg.
+        """
+        from_init = _pretrained_from_cfg(cfg.get('init_cfg'), 'branch init_cfg')
+        path = cfg.get('pretrained')
+        if path is not None and from_init is not None:
+            raise ValueError(f'branch gives both pretrained={path!r} and init_cfg={from_init!r}')
+        if path is None and from_init is None:
+            return
+        if path is not None and not isinstance(path, str):
+            raise ValueError(f'branch pretrained must be a checkpoint path, got {path!r}')
+        found = from_init or dict(type='Pretrained', checkpoint=path)
+        if self.init_cfg is not None:
+            raise ValueError(f'pretrained weights are given in the branch ({found!r}) while the '
+                             f'backbone has init_cfg={self.init_cfg!r}; give one of them')
+        cfg.pop('pretrained', None)
+        if from_init is not None:
+            cfg.pop('init_cfg')
+        self.init_cfg = found
+
     def init_weights(self) -> None:
-        """Initialise the branches; with a ``Pretrained`` init_cfg load it into every branch."""
-        cfg = self.init_cfg
-        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+        """Initialise the branches; with a ``Pretrained`` init_cfg load it into every branch
+        (see the class docstring for the rule)."""
+        cfg = _pretrained_from_cfg(self.init_cfg, 'init_cfg')
+        if cfg is None:
             super().init_weights()
             return
         if self._is_init:
             return
-        for branch in self.branches:  # defaults for any key the checkpoint lacks
-            if hasattr(branch, 'init_weights'):
-                branch.init_weights()
+        if 'checkpoint' not in cfg:
+            raise ValueError(f"init_cfg of type 'Pretrained' needs a checkpoint, got {cfg!r}")
+        # each branch's own initialisation first: it stays for any key the checkpoint lacks
+        self.init_cfg = None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = cfg
+        path = cfg['checkpoint']
         checkpoint = CheckpointLoader.load_checkpoint(
-            cfg['checkpoint'], map_location='cpu', logger='current')
-        state_dict = _extract_backbone_state_dict(checkpoint)
-        problems = []
+            path, map_location=cfg.get('map_location', 'cpu'), logger='current')
+        kind = _public_name(self.branches[0])
+        try:
+            state_dict = _extract_backbone_state_dict(
+                checkpoint, list(self.branches[0].state_dict()), cfg.get('prefix'))
+        except ValueError as err:
+            raise ValueError(f'MultiModalMiT: checkpoint {path}: {err}') from None
+        reports = []
         for name, channels, branch in zip(self.modalities, self.in_channels, self.branches):
-            report = _load_into_branch(branch, state_dict, channels)
-            for kind in ('missing', 'unexpected', 'mismatched'):
-                if report[kind]:
-                    problems.append(f'branch {name!r}: {kind} keys {report[kind]}')
-            adapted = f', adapted to {channels} channels: {report["adapted"]}' \
+            try:
+                report = _load_into_branch(branch, state_dict, channels)
+            except ValueError as err:
+                raise ValueError(f'MultiModalMiT: checkpoint {path} does not fit branch '
+                                 f'{name!r} ({kind}, {channels} input channels): {err}') from None
+            reports.append(report)
+            adapted = f', adapted to {channels} input channels: {report["adapted"]}' \
                 if report['adapted'] else ''
-            print_log(f'MultiModalMiT: loaded {cfg["checkpoint"]} into branch {name!r}{adapted}',
+            print_log(f'MultiModalMiT: loaded {path} into branch {name!r} ({kind}){adapted}',
                       logger='current', level=logging.INFO)
+        problems = []
+        for name, report in zip(self.modalities, reports):
+            msg = ''.join(f'{label} in source state_dict: {", ".join(report[kind_])}\n'
+                          for kind_, label in (('unexpected', 'unexpected key'),
+                                               ('missing', 'missing keys'))
+                          if report[kind_])
+            if msg:
+                problems.append((name, msg))
         if problems:
-            msg = f'MultiModalMiT: checkpoint {cfg["checkpoint"]} does not match: ' + \
-                '; '.join(problems)
+            if len(problems) == len(reports) and len({m for _, m in problems}) == 1:
+                text = f'every branch: {problems[0][1]}'
+            else:
+                text = ''.join(f'branch {name!r}: {m}' for name, m in problems)
+            msg = f'MultiModalMiT: checkpoint {path} does not match {kind} exactly: ' + text
             warnings.warn(msg)
             print_log(msg, logger='current', level=logging.WARNING)
         self._is_init = True
@@ -370,7 +557,7 @@ class MultiModalMiT(BaseModule):
             raise ValueError(
                 f'MultiModalMiT expects (B, {sum(self.in_channels)}, H, W) for modalities '
                 f'{self.modalities} with channels {self.in_channels}, got {tuple(x.shape)}')
-        per_branch = [self._run_branch(n, branch, x[:, self._slices[name]])
+        per_branch = [self._branch_maps(n, branch, x[:, self._slices[name]])
                       for n, (name, branch) in enumerate(zip(self.modalities, self.branches))]
         stack = stack_channels_last if self.fast_layout else torch.stack
         return tuple(stack([outs[i] for outs in per_branch], dim=1)
@@ -396,6 +583,25 @@ class MultiModalMiT(BaseModule):
             yield self._branch_cache
         finally:
             self._branch_cache = None
+
+    def _branch_maps(self, index: int, branch: nn.Module, x: Tensor) -> Sequence[Tensor]:
+        """A branch's outputs as a sequence of (B, C, H, W) maps (a single tensor is one stage).
+
+        Raises:
+            ValueError: If an output is not a 4-D map (e.g. pooled features).
+        """
+        outs = self._run_branch(index, branch, x)
+        if isinstance(outs, Tensor):
+            outs = (outs, )
+        if not isinstance(outs, Sequence) or not outs or not all(
+                isinstance(o, Tensor) and o.dim() == 4 for o in outs):
+            got = [tuple(o.shape) if isinstance(o, Tensor) else type(o).__name__
+                   for o in (outs if isinstance(outs, Sequence) else [outs])]
+            raise ValueError(
+                f'branch {self.modalities[index]!r} ({_public_name(branch)}) must return '
+                f'(B, C, H, W) maps per stage, got {got} (mmpretrain ConvNeXt needs '
+                'gap_before_final_norm=False; select stages with out_indices)')
+        return outs
 
     def _run_branch(self, index: int, branch: nn.Module, x: Tensor):
         cache = self._branch_cache

@@ -429,14 +429,26 @@ class CMTBNeck(BaseModule):
             tuple[Tensor]: The fused maps (B, C_i, H_i, W_i) of every stage, then, unless
             ``per_modality_out='none'`` or the neck is in eval mode (without
             ``stacks_in_eval``), the per-modality stacks (B, N, C_i, H_i, W_i).
+        Raises:
+            ValueError: If the number of stages or their widths C_i differ from
+                ``in_channels`` (naming both), or the maps are not (B, N, C, H, W) stacks.
         """
         if len(inputs) != len(self.in_channels):
-            raise ValueError(f'CMTBNeck expects {len(self.in_channels)} stages, got {len(inputs)}')
+            raise ValueError(f'CMTBNeck expects {len(self.in_channels)} stages (in_channels '
+                             f'{self.in_channels}), got {len(inputs)} from the backbone')
         n = inputs[0].shape[1] if inputs[0].dim() == 5 else -1
-        for i, (x, c) in enumerate(zip(inputs, self.in_channels)):
-            if x.dim() != 5 or x.shape[1] != n or x.shape[2] != c:
-                raise ValueError(f'stage {i}: expected (B, N={n}, C={c}, H, W), '
+        for i, x in enumerate(inputs):
+            if x.dim() != 5 or x.shape[1] != n:
+                raise ValueError(f'stage {i}: expected (B, N={n}, C, H, W), '
                                  f'got {tuple(x.shape)}')
+        widths = [int(x.shape[2]) for x in inputs]
+        if widths != self.in_channels:
+            bad = ', '.join(f'stage {i}: {w} vs {c}' for i, (w, c) in
+                            enumerate(zip(widths, self.in_channels)) if w != c)
+            raise ValueError(
+                f'the backbone gives stage widths {widths} but CMTBNeck was built with '
+                f'in_channels={self.in_channels} ({bad}); set the neck\'s (and the heads\') '
+                f'in_channels to {widths}')
         if self.num_modalities is not None and n != self.num_modalities:
             raise ValueError(f'CMTBNeck was built for num_modalities={self.num_modalities} '
                              f'but got N={n}')

@@ -163,20 +163,38 @@ def test_pretrained_loads_into_every_branch(tmp_path, wrap):
     assert torch.allclose(rgb_out, one_out, atol=1e-5)
 
 
-def test_pretrained_mismatch_is_reported_by_name(tmp_path):
+def test_pretrained_shape_mismatch_raises_naming_key_and_shapes(tmp_path):
     state = _tiny_mit(embed_dims=4).state_dict()  # wrong widths
-    state.pop('layers.3.2.bias')
-    state['layers.9.extra'] = torch.zeros(1)
     path = str(tmp_path / 'other.pth')
     torch.save(state, path)
     model = MultiModalMiT(modalities=['rgb'], init_cfg=dict(type='Pretrained', checkpoint=path),
                           **TINY)
+    with pytest.raises(ValueError) as info:
+        model.init_weights()
+    msg = str(info.value)
+    assert "branch 'rgb' (MixVisionTransformer" in msg
+    # the first kernel differs in its output channels, not only its input channels
+    assert 'size mismatch for layers.0.0.projection.weight: checkpoint (4, 3, 7, 7), ' \
+        'branch (8, 3, 7, 7)' in msg
+    assert 'more' in msg  # long lists are cut
+
+
+def test_pretrained_missing_and_unexpected_keys_are_warned_by_name(tmp_path):
+    state = _random_mit_checkpoint()
+    state.pop('layers.3.2.bias')
+    state['layers.9.extra'] = torch.zeros(1)
+    path = str(tmp_path / 'other.pth')
+    torch.save(state, path)
+    model = MultiModalMiT(modalities=['rgb', 'depth'],
+                          init_cfg=dict(type='Pretrained', checkpoint=path), **TINY)
     with pytest.warns(UserWarning) as record:
         model.init_weights()
     msg = ' '.join(str(w.message) for w in record)
-    assert 'layers.0.1.0.norm1.weight (checkpoint (4,), model (8,))' in msg  # mismatched
-    assert 'layers.3.2.bias' in msg  # missing
-    assert 'layers.9.extra' in msg  # unexpected
+    assert 'every branch' in msg
+    assert 'missing keys in source state_dict: layers.3.2.bias' in msg
+    assert 'unexpected key in source state_dict: layers.9.extra' in msg
+    for branch in model.branches:  # the rest is loaded
+        assert torch.equal(branch.state_dict()['layers.3.2.weight'], state['layers.3.2.weight'])
 
 
 def _to_segformer_names(state):

@@ -194,7 +194,7 @@ def main(argv=None):
           f'{len(specs) - len(todo)} already done, {args.jobs} at once; logs and results under '
           f'{args.work_dir}', flush=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    running, start, finished, durations = [], time.time(), 0, []
+    running, start, finished, durations, failed = [], time.time(), 0, [], []
     while todo or running:
         while todo and len(running) < args.jobs:
             spec = todo.pop(0)
@@ -215,17 +215,26 @@ def main(argv=None):
             running.remove(item)
             log.close()
             finished += 1
-            if proc.returncode != 0:
-                raise SystemExit(f'[sweep] run {spec["name"]} seed {spec["seed"]} failed '
-                                 f'(exit {proc.returncode}); see {spec["work_dir"]}/console.log')
+            if proc.returncode != 0:  # the others go on; the table leaves this run out
+                failed.append(spec)
+                print(f'[sweep] run {spec["name"]} seed {spec["seed"]} FAILED (exit '
+                      f'{proc.returncode}); see {spec["work_dir"]}/console.log', flush=True)
+                continue
             durations.append(time.time() - t0)
             results[spec['name']][spec['seed']] = _load_done(spec)['metrics']
             left = len(todo) + len(running)
-            eta = np.mean(durations) * left / args.jobs
+            eta = np.mean(durations) * left / min(args.jobs, max(left, 1))
             print(f'[sweep] {finished}/{finished + left} done: {spec["name"]} seed {spec["seed"]}'
                   f' in {durations[-1] / 60:.1f} min; ETA {eta / 60:.1f} min', flush=True)
+    results = {name: runs for name, runs in results.items() if runs}
+    if not results:
+        raise SystemExit(f'[sweep] every run failed; see the console.log files under '
+                         f'{args.work_dir}')
     stats = aggregate(results)
-    table = format_table(stats, reference=args.variants[0][0])
+    table = format_table(stats, reference=next(iter(stats)))
+    if failed:
+        table += '\n\nFailed runs (left out): ' + ', '.join(
+            f'{spec["name"]} seed {spec["seed"]}' for spec in failed)
     header = (f'Sweep: {len(args.variants)} variants x seeds {args.seeds}, '
               f'{args.max_iters or "config"} iterations, wall time '
               f'{(time.time() - start) / 60:.1f} min this call')

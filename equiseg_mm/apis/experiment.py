@@ -4,7 +4,7 @@ import logging
 import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Optional, Sequence
 
 from mmengine.config import Config
 
@@ -39,6 +39,29 @@ def build_quiet_runner(cfg: Config, console_level: int = logging.WARNING):
     return runner
 
 
+def spread_indices(dataset, num: int) -> list:
+    """Up to ``num`` sample indices spread over the dataset's conditions and failure cases: the
+    first sample of each (condition, case) group, taking one group per condition in turn, the
+    clean group of each condition first (a dataset without ``condition``/``case`` in its data
+    infos gives evenly spaced samples)."""
+    groups = {}
+    for idx in range(len(dataset)):
+        info = dataset.get_data_info(idx)
+        key = (info.get('condition'), info.get('case'))
+        groups.setdefault(key, idx)
+    if len(groups) <= 1:
+        step = max(1, len(dataset) // max(1, num))
+        return list(range(0, len(dataset), step))[:num]
+    by_condition = {}  # clean frames first, then the failure cases
+    for (condition, _), idx in sorted(groups.items(), key=lambda kv: (kv[0][1] != 'clean', kv[1])):
+        by_condition.setdefault(condition, []).append(idx)
+    picked, rank = [], 0
+    while len(picked) < num and any(len(v) > rank for v in by_condition.values()):
+        picked += [v[rank] for v in by_condition.values() if len(v) > rank]
+        rank += 1
+    return picked[:num]
+
+
 def train_and_test(config: str,
                    work_dir: str,
                    data_root: Optional[str] = None,
@@ -46,7 +69,7 @@ def train_and_test(config: str,
                    max_iters: Optional[int] = None,
                    cfg_options: Optional[dict] = None,
                    quiet: bool = False,
-                   progress: Optional[Callable] = None,
+                   hooks: Sequence = (),
                    num_panels: int = 0) -> dict:
     """Train ``config`` and run its test loop (the robustness loop in the shipped configs).
 
@@ -59,9 +82,10 @@ def train_and_test(config: str,
         cfg_options (dict, optional): Further overrides, applied last.
         quiet (bool): Console at WARNING level (see :func:`build_quiet_runner`). Defaults to
             False.
-        progress (callable, optional): Called with the runner before training; returns a hook
-            instance to register (e.g. a :class:`~equiseg_mm.engine.ProgressHook`) or None.
-        num_panels (int): Test samples drawn as modality panels. Defaults to 0.
+        hooks (Sequence[Hook]): Hook instances to register before training (e.g. a
+            :class:`~equiseg_mm.engine.ProgressHook`). Defaults to ().
+        num_panels (int): Test samples drawn as modality panels, spread over conditions and
+            failure cases (:func:`spread_indices`). Defaults to 0.
 
     Returns:
         dict: ``metrics`` (the test metrics), ``train_s``, ``test_s``, ``work_dir``, ``log_dir``,
@@ -77,8 +101,7 @@ def train_and_test(config: str,
     if max_iters:
         scale_schedule(cfg, max_iters)
     runner = build_quiet_runner(cfg) if quiet else runner_from_config(cfg)
-    hook = progress(runner) if progress else None
-    if hook is not None:
+    for hook in hooks:
         runner.register_hook(hook)
     start = time.time()
     runner.train()
@@ -89,9 +112,10 @@ def train_and_test(config: str,
     panels_dir = None
     if num_panels > 0:
         from ..visualization import visualize_modalities
-        panels = visualize_modalities(runner.model, runner.test_dataloader.dataset,
+        dataset = runner.test_dataloader.dataset
+        panels = visualize_modalities(runner.model, dataset,
                                       os.path.join(runner.log_dir, 'vis_modalities'),
-                                      num_samples=num_panels)
+                                      indices=spread_indices(dataset, num_panels))
         panels_dir = os.path.dirname(panels[0]) if panels else None
     return dict(metrics={k: float(v) for k, v in metrics.items()}, train_s=train_s,
                 test_s=test_s, work_dir=work_dir, log_dir=runner.log_dir, panels_dir=panels_dir,

@@ -203,11 +203,12 @@ def _load_inputs(loader: LoadMultiModalImageFromFiles, inputs: Mapping[str, Moda
                  modalities: List[str]) -> dict:
     """Read, fit and stack the present modalities; zero placeholders for the absent ones.
 
-    Choice: the largest present modality sets the size (the first in modality order among
-    equals); with every modality present and the first one largest this is the loader's rule.
+    The first present modality in the model's order (RGB when it is given) sets the size, as in
+    the dataset path: a smaller modality with the same aspect ratio is resized to it (logged as a
+    warning), a larger one is an error.
     """
     sources = {name: inputs.get(name) for name in modalities}
-    img, channels = loader.load_modalities(sources, size_from='largest')
+    img, channels = loader.load_modalities(sources, size_from='first', notify_resize=True)
     paths = {name: os.fspath(src) for name, src in sources.items()
              if isinstance(src, (str, os.PathLike))}
     results = dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
@@ -226,8 +227,10 @@ def inference_multimodal(model: torch.nn.Module,
     :meth:`LoadMultiModalImageFromFiles.load_modalities`, with the rules of the dataset pipeline
     (a 1-channel image is repeated to the model's channel count, a 4-channel one keeps its first
     3, a smaller modality with the same aspect ratio is resized with nearest neighbour, float
-    data must be finite); the largest present modality sets the size. Each absent modality gets
-    a zero placeholder and is zeroed by the data preprocessor after normalisation
+    data must be finite); the first present modality in the model's order (RGB when given, as
+    in the dataset path) sets the size, every resize is logged as a warning, and a modality
+    larger than that one is an error. Each absent
+    modality gets a zero placeholder and is zeroed by the data preprocessor after normalisation
     (``missing_modalities``, EMM), exactly as the missing-modality test does; the
     preprocessor's ``missing_modalities`` and ``missing_ratio`` are restored afterwards, also on
     error (its ``noise_density`` is left as configured). The rest of the config's test pipeline
@@ -241,7 +244,7 @@ def inference_multimodal(model: torch.nn.Module,
             the files are read. A missing key or None means the sensor is absent.
 
     Returns:
-        SegDataSample: ``pred_sem_seg`` (1, H, W) and ``seg_logits`` at the size of the largest
+        SegDataSample: ``pred_sem_seg`` (1, H, W) and ``seg_logits`` at the size of the first
         present modality; the metainfo also holds ``present_modalities`` and
         ``missing_modalities`` (tuples of names).
 

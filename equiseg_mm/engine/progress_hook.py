@@ -21,17 +21,22 @@ class ProgressHook(Hook):
         extra_eta (callable, optional): Called with the measured seconds per iteration; returns
             the seconds of work still to come after this run (e.g. the other runs of a job), so
             the line can add a whole-job ETA. Defaults to None.
+        job_start (float, optional): ``time.time()`` at the start of the whole job. When given,
+            the first measured speed also prints an estimate of the job's total duration
+            (elapsed + this run's rest + ``extra_eta``). Defaults to None.
     """
 
     priority = 'LOW'
 
     def __init__(self, interval: int = 50, name: str = 'train',
-                 extra_eta: Optional[Callable[[float], float]] = None) -> None:
+                 extra_eta: Optional[Callable[[float], float]] = None,
+                 job_start: Optional[float] = None) -> None:
         if interval < 1:
             raise ValueError(f'ProgressHook: interval must be >= 1, got {interval}')
         self.interval = interval
         self.name = name
         self.extra_eta = extra_eta
+        self.job_start = job_start
         self._mark = None
         self.sec_per_iter = None
 
@@ -50,10 +55,16 @@ class ProgressHook(Hook):
         if self.sec_per_iter is None:
             return
         eta = (total - done) * self.sec_per_iter
+        extra = self.extra_eta(self.sec_per_iter) if self.extra_eta is not None else 0.0
+        if self.job_start is not None:
+            estimate = time.time() - self.job_start + eta + extra
+            print(f'[{self.name}] estimated total of the job on this machine: '
+                  f'{_clock(estimate)} (min:s; from the first {done} iterations)', flush=True)
+            self.job_start = None
         line = (f'[{self.name}] iter {done}/{total}  {self.sec_per_iter:.2f} s/it  '
                 f'ETA {_clock(eta)}')
         if self.extra_eta is not None:
-            line += f'  (whole job {_clock(eta + self.extra_eta(self.sec_per_iter))})'
+            line += f'  (whole job {_clock(eta + extra)})'
         print(line, flush=True)
 
 

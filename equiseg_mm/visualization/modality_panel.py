@@ -79,6 +79,34 @@ def _titled(tile: np.ndarray, title: str) -> np.ndarray:
     return np.concatenate([bar, tile], axis=0)
 
 
+def _legend(classes: Sequence[str], palette: Sequence[Sequence[int]], present: Sequence[int],
+            width: int) -> np.ndarray:
+    """A white block of colour swatches and class names for the class ids in ``present``,
+    wrapped to ``width`` pixels."""
+    font, scale, swatch, pad = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 12, 6
+    items, line, x = [], [], pad
+    for idx in present:
+        name = str(classes[idx])
+        item_w = swatch + 4 + cv2.getTextSize(name, font, scale, 1)[0][0] + 2 * pad
+        if line and x + item_w > width:
+            items.append(line)
+            line, x = [], pad
+        line.append((x, idx, name))
+        x += item_w
+    if line:
+        items.append(line)
+    row_h = swatch + 2 * pad
+    block = np.full((max(1, len(items)) * row_h + pad, width, 3), 255, np.uint8)
+    for r, line in enumerate(items):
+        y = pad + r * row_h
+        for x, idx, name in line:
+            block[y:y + swatch, x:x + swatch] = palette[idx]
+            cv2.rectangle(block, (x, y), (x + swatch - 1, y + swatch - 1), (0, 0, 0), 1)
+            cv2.putText(block, name, (x + swatch + 4, y + swatch - 2), font, scale, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+    return block
+
+
 def _prediction_title(missing: Sequence[str]) -> str:
     return 'pred: all' if not missing else 'pred: no ' + '+'.join(missing)
 
@@ -92,8 +120,8 @@ def draw_modality_panel(inputs: Union[np.ndarray, torch.Tensor],
                         header: Optional[str] = None,
                         rgb_modality: str = 'rgb',
                         opacity: float = 1.0,
-                        tile_width: Tuple[int, int] = (224, 512)
-                        ) -> Tuple[np.ndarray, dict]:
+                        tile_width: Tuple[int, int] = (224, 512),
+                        legend: bool = True) -> Tuple[np.ndarray, dict]:
     """Draw the panel of one sample.
 
     Row 1: each modality of ``inputs``, then the ground truth (when given). Row 2: each
@@ -117,12 +145,14 @@ def draw_modality_panel(inputs: Union[np.ndarray, torch.Tensor],
         opacity (float): Weight of the palette colours in (0, 1]; 1.0 paints the palette alone.
             Defaults to 1.0.
         tile_width (tuple[int, int]): Smallest and largest tile width. Defaults to (224, 512).
+        legend (bool): Draw a class legend (swatch and name of every class in the ground truth
+            or a prediction) under the grid. Defaults to True.
 
     Returns:
         tuple[np.ndarray, dict]: The (H, W, 3) uint8 RGB panel and its layout: ``rows`` (list of
         rows of tile titles, None for an empty cell), ``tile_hw`` (tile size without the title
         bar), ``bar`` (title bar height), ``gap`` (pixels between tiles), ``header`` (height of
-        the header bar, 0 without one).
+        the header bar, 0 without one), ``legend`` (height of the legend block, 0 without one).
     """
     if len(modalities) != len(channels):
         raise ValueError(f'got {len(modalities)} modalities {list(modalities)} but '
@@ -181,9 +211,18 @@ def draw_modality_panel(inputs: Union[np.ndarray, torch.Tensor],
         if r:
             blocks.append(np.full((_GAP, grid_w, 3), 255, np.uint8))
         blocks.append(line)
+    labels = ([gt] if gt is not None else []) + list(predictions.values())
+    present = sorted({int(v) for label in labels for v in np.unique(_label_array(label))
+                      if 0 <= int(v) < len(dataset_meta['classes'])})
+    legend_h = 0
+    if legend and present:
+        legend_block = _legend(dataset_meta['classes'], dataset_meta['palette'], present, grid_w)
+        legend_h = legend_block.shape[0]
+        blocks.append(legend_block)
     panel = np.concatenate(blocks, axis=0)
     layout = dict(rows=[[t for t, _ in row] + [None] * (cols - len(row)) for row in rows],
-                  tile_hw=hw, bar=_BAR, gap=_GAP, header=_BAR if header else 0)
+                  tile_hw=hw, bar=_BAR, gap=_GAP, header=_BAR if header else 0,
+                  legend=legend_h)
     return panel, layout
 
 

@@ -100,21 +100,39 @@ def test_arrays_equal_files_and_grey_arrays_are_repeated(world):
                        inference_multimodal(model, as_three).seg_logits.data)
 
 
-def test_smaller_modality_is_resized_and_rgb_may_be_absent(world):
+def test_smaller_modality_is_resized_and_rgb_may_be_absent(world, monkeypatch):
+    from equiseg_mm.datasets.transforms import load_multi_modal_image_from_files as loader_mod
+    notices = []
+    monkeypatch.setattr(loader_mod, 'print_log', lambda msg, **kw: notices.append(msg))
+
+    def notice():
+        text = '\n'.join(notices)
+        notices.clear()
+        return text
     model, dataset = world
     files = _files(dataset, 0)
     event = mmcv.imread(files['event'], flag='unchanged')
     small = event[::2, ::2]  # 24x32, the event-low-resolution case
-    out = inference_multimodal(model, dict(event=small, lidar=files['lidar']))
-    assert out.pred_sem_seg.data.shape == (1, H, W)
-    # the largest present modality sets the size, whichever comes first
-    out = inference_multimodal(model, dict(depth=small, lidar=files['lidar']))
-    assert out.pred_sem_seg.data.shape == (1, H, W)
+    out = inference_multimodal(model, dict(rgb=files['rgb'], event=small))
+    assert out.pred_sem_seg.data.shape == (1, H, W)  # RGB sets the size
+    text = notice()
+    assert f'event (array, {H // 2}x{W // 2}) was resized to {H}x{W}' in text
+    assert 'size of rgb' in text
     # nearest resize of the small one equals giving the resized array
     nearest = mmcv.imresize(small, (W, H), interpolation='nearest')
     assert torch.equal(
-        inference_multimodal(model, dict(event=small, lidar=files['lidar'])).seg_logits.data,
-        inference_multimodal(model, dict(event=nearest, lidar=files['lidar'])).seg_logits.data)
+        inference_multimodal(model, dict(rgb=files['rgb'], event=small)).seg_logits.data,
+        inference_multimodal(model, dict(rgb=files['rgb'], event=nearest)).seg_logits.data)
+    assert notice().count('resized') == 1  # the small array only, not the resized one
+    # the first present modality in the model's order sets the size (RGB when given, as in the
+    # dataset path): a smaller RGB frame is not blown up to a larger depth frame's size, that is
+    # an error that names both, as in the dataset
+    small_rgb = mmcv.imread(files['rgb'])[::2, ::2]
+    with pytest.raises(ValueError, match=r"modality 'depth'.*'rgb' modality is 24x32"):
+        inference_multimodal(model, dict(rgb=small_rgb, depth=files['depth']))
+    out = inference_multimodal(model, dict(depth=files['depth'], lidar=small))
+    assert out.pred_sem_seg.data.shape == (1, H, W)  # no RGB: depth comes first
+    assert 'size of depth' in notice()
 
 
 def test_errors_name_the_problem(world, tmp_path):
@@ -235,11 +253,11 @@ def test_inference_uses_the_loader_rules(world, monkeypatch):
     calls = []
     real = LoadMultiModalImageFromFiles.load_modalities
 
-    def spy(self, sources, sample='', size_from='first'):
-        calls.append((list(sources), size_from))
-        return real(self, sources, sample, size_from)
+    def spy(self, sources, sample='', size_from='first', notify_resize=False):
+        calls.append((list(sources), size_from, notify_resize))
+        return real(self, sources, sample, size_from, notify_resize)
 
     monkeypatch.setattr(LoadMultiModalImageFromFiles, 'load_modalities', spy)
     files = _files(dataset, 0)
     inference_multimodal(model, dict(rgb=files['rgb'], lidar=files['lidar']))
-    assert calls == [(MODS, 'largest')]
+    assert calls == [(MODS, 'first', True)]

@@ -35,7 +35,7 @@ META = dict(classes=('a', 'b', 'c'), palette=[[255, 0, 0], [0, 255, 0], [0, 0, 2
 def _panel_size(layout, rows, cols):
     th, tw = layout['tile_hw']
     height = layout['header'] + rows * (th + layout['bar']) + (rows - 1) * layout['gap']
-    return height, cols * tw + (cols - 1) * layout['gap']
+    return height + layout['legend'], cols * tw + (cols - 1) * layout['gap']
 
 
 def _tile(panel, layout, row, col):
@@ -74,6 +74,25 @@ def test_draw_modality_panel_layout_and_tiles():
     for col, cls in enumerate([0, 1, 2, 0]):
         tile = _tile(panel, layout, 1, col)
         assert (tile == palette[cls]).all(), layout['rows'][1][col]
+    # the legend under the grid has one swatch of every class shown (a, b, c), nothing else
+    assert layout['legend'] > 0
+    legend = panel[-layout['legend']:]
+    for colour in palette:
+        assert (legend == colour).all(axis=2).sum() >= 10 * 10, colour
+
+
+def test_draw_modality_panel_legend_lists_only_the_classes_shown():
+    inputs = np.zeros((3, 10, 10), np.uint8)
+    pred = np.ones((10, 10), int)  # class 'b' only
+    panel, layout = draw_modality_panel(inputs, ['rgb'], [3], {(): pred}, META,
+                                        tile_width=(20, 40))
+    legend = panel[-layout['legend']:]
+    assert (legend == META['palette'][1]).all(axis=2).sum() >= 10 * 10
+    for other in (0, 2):
+        assert not (legend == META['palette'][other]).all(axis=2).any()
+    bare, bare_layout = draw_modality_panel(inputs, ['rgb'], [3], {(): pred}, META,
+                                            tile_width=(20, 40), legend=False)
+    assert bare_layout['legend'] == 0 and bare.shape[0] == panel.shape[0] - layout['legend']
 
 
 def test_draw_modality_panel_without_gt_fills_rows_and_checks_inputs():

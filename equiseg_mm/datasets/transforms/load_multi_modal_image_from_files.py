@@ -1,5 +1,6 @@
 """Read every modality of a sample and stack them on the channel axis."""
 import io
+import logging
 import os
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
@@ -7,6 +8,7 @@ import cv2
 import mmcv
 import mmengine.fileio as fileio
 import numpy as np
+from mmengine.logging import print_log
 from mmcv.transforms import BaseTransform
 
 from mmseg.registry import TRANSFORMS
@@ -93,7 +95,8 @@ class LoadMultiModalImageFromFiles(BaseTransform):
     def load_modalities(self,
                         sources: Mapping[str, ModalitySource],
                         sample: str = '',
-                        size_from: str = 'first') -> Tuple[np.ndarray, List[int]]:
+                        size_from: str = 'first',
+                        notify_resize: bool = False) -> Tuple[np.ndarray, List[int]]:
         """Read, fit and stack modalities with the rules of the class docstring.
 
         Args:
@@ -105,6 +108,9 @@ class LoadMultiModalImageFromFiles(BaseTransform):
                 none. Defaults to ''.
             size_from (str): Which present modality sets the size: 'first' (the transform's
                 rule) or 'largest' (the first among equals). Defaults to 'first'.
+            notify_resize (bool): Log a warning naming each modality whose size was changed
+                (inference does; a dataset with a low-resolution modality would repeat it for
+                every sample). Defaults to False.
 
         Returns:
             tuple[np.ndarray, list[int]]: The (H, W, sum(C)) image (uint8 when every present
@@ -145,6 +151,11 @@ class LoadMultiModalImageFromFiles(BaseTransform):
         ref_hw = present[ref_name].shape[:2]
         for name, array in present.items():
             present[name] = self._fit_size(array, ref_hw, ref_name, name, what[name], lead)
+            if notify_resize and array.shape[:2] != ref_hw:
+                print_log(f'{lead}{name} ({what[name]}, {array.shape[0]}x{array.shape[1]}) was '
+                          f'resized to {ref_hw[0]}x{ref_hw[1]} (nearest), the size of '
+                          f'{ref_name}, which sets the output size', logger='current',
+                          level=logging.WARNING)
 
         as_float = self.to_float32 or any(a.dtype != np.uint8 for a in present.values())
         dtype = np.float32 if as_float else np.uint8

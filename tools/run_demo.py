@@ -17,17 +17,14 @@ import os.path as osp
 import platform
 import sys
 import time
-import warnings
 
-warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``')
-warnings.filterwarnings('ignore', message='The draw is False')
+import _console  # noqa: F401,I001  (first: quiet stack warnings)
+from mmengine.config import Config, DictAction
 
-from mmengine.config import Config, DictAction  # noqa: E402
-
-import equiseg_mm  # noqa: F401,E402
-from equiseg_mm.apis import train_and_test  # noqa: E402
-from equiseg_mm.datasets import make_synthetic_deliver  # noqa: E402
-from equiseg_mm.engine import ProgressHook  # noqa: E402
+import equiseg_mm  # noqa: F401
+from equiseg_mm.apis import train_and_test
+from equiseg_mm.datasets import make_synthetic_deliver
+from equiseg_mm.engine import ProgressHook
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MAIN_CONFIG = osp.join(ROOT, 'configs', 'equiseg',
@@ -38,7 +35,7 @@ DEMO_ITERS = 400
 # Seconds per training iteration of the early-fusion baseline relative to EQUISeg-B0 on the
 # demo's batches, used only for the first ETA (measured on the README's CPU; refined as soon
 # as the baseline runs).
-BASELINE_COST = 0.3
+BASELINE_COST = 0.35
 TEST_FRACTION = 0.05  # robustness test + panels, as a fraction of one EQUISeg run (rough)
 
 
@@ -73,20 +70,23 @@ def parse_args(argv=None):
 
 
 def cpu_name() -> str:
-    """The CPU model (``lscpu``'s "Model name") and whether it has AVX-512."""
-    name, flags = platform.processor() or 'unknown CPU', ''
+    """The CPU model (``lscpu``'s "Model name", family and model) and its widest vector unit."""
+    info = {}
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
-                if line.startswith('model name') and name in ('unknown CPU', platform.processor()):
-                    name = line.split(':', 1)[1].strip()
-                elif line.startswith('flags'):
-                    flags = line
+                key, _, value = line.partition(':')
+                info.setdefault(key.strip(), value.strip())
+                if key.strip() == 'flags':
                     break
     except OSError:
         pass
-    simd = 'AVX-512' if ' avx512f' in flags else 'AVX2' if ' avx2' in flags else 'no AVX2'
-    return f'{name} ({simd}, {os.cpu_count()} cores)'
+    name = info.get('model name') or platform.processor() or 'unknown CPU'
+    flags = f' {info.get("flags", "")} '
+    simd = 'AVX-512' if ' avx512f ' in flags else 'AVX2' if ' avx2 ' in flags else 'no AVX2'
+    family = (f'family {info["cpu family"]} model {info["model"]}, '
+              if 'cpu family' in info and 'model' in info else '')
+    return f'{name} ({family}{simd}, {os.cpu_count()} cores)'
 
 
 def work_units(config: str, iters: int, cfg_options: dict) -> dict:

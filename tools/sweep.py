@@ -24,12 +24,9 @@ import os.path as osp
 import subprocess
 import sys
 import time
-import warnings
 
+import _console  # noqa: F401,I001  (first: quiet stack warnings)
 import numpy as np
-
-warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``')
-warnings.filterwarnings('ignore', message='The draw is False')
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SYNTHETIC = osp.join(ROOT, 'configs', 'equiseg', 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')

@@ -22,9 +22,18 @@ def scale_schedule(cfg: Config, max_iters: int) -> None:
         sched['end'] = max(sched['begin'] + 1, round(sched.get('end', old) * max_iters / old))
 
 
+# mmengine's own deprecation notices about its file backends: noise for a user of the runner
+_CONSOLE_NOISE = ('"FileClient" will be deprecated', '"HardDiskBackend" is the alias')
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in _CONSOLE_NOISE)
+
+
 def build_quiet_runner(cfg: Config, console_level: int = logging.WARNING):
     """Build the runner with its console handler at ``console_level``: the environment and
-    config dump (hundreds of lines) and the INFO log go to the log file only."""
+    config dump (hundreds of lines), the INFO log and mmengine's file-backend deprecation notices
+    go to the log file only."""
     real = sys.stdout
     with open(os.devnull, 'w') as null:
         sys.stdout = null  # mmengine's console handler binds the stream it sees at creation
@@ -36,6 +45,7 @@ def build_quiet_runner(cfg: Config, console_level: int = logging.WARNING):
             if type(handler) is logging.StreamHandler:  # the console, not the FileHandler
                 handler.setStream(real)
                 handler.setLevel(console_level)
+                handler.addFilter(_not_noise)
     return runner
 
 

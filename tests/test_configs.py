@@ -9,7 +9,8 @@ from mmengine.config import Config
 import equiseg_mm  # noqa: F401
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-LEAF_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'equiseg', '*.py')))
+LEAF_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'equiseg', '*.py')) +
+                      glob.glob(osp.join(ROOT, 'configs', 'baselines', '*.py')))
 
 
 def _fake_batch(cfg, h=64, w=96, batch=2):
@@ -38,6 +39,7 @@ def test_there_are_configs():
     # mmpretrain backbones as branches
     assert 'equiseg_convnext-v2-atto_1xb8-1k_synthetic-rgbdel-96x96.py' in names
     assert 'equiseg_swin-tiny-patch4-window7_1xb8-1k_synthetic-rgbdel-96x96.py' in names
+    assert 'earlyfusion_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py' in names  # the demo's baseline
 
 
 @pytest.mark.parametrize('path', LEAF_CONFIGS, ids=[osp.basename(p) for p in LEAF_CONFIGS])
@@ -47,17 +49,24 @@ def test_config_builds_and_runs(path, tmp_path):
     # modalities are named once and must agree everywhere they flow
     mods = list(cfg.modalities)
     assert list(cfg.model.data_preprocessor.modalities) == mods
-    assert list(cfg.model.backbone.modalities) == mods
+    multi_branch = cfg.model.backbone.type == 'MultiModalMiT'
+    if multi_branch:
+        assert list(cfg.model.backbone.modalities) == mods
+    else:  # early fusion: one backbone over every stacked channel
+        assert cfg.model.backbone.in_channels == sum(cfg.model.data_preprocessor.channels)
+        assert cfg.model.get('neck') is None and cfg.model.get('auxiliary_head') is None
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert list(cfg[loader].dataset.modalities) == mods, loader
-    assert cfg.model.neck.get('num_modalities', len(mods)) == len(mods)
+    if cfg.model.get('neck'):
+        assert cfg.model.neck.get('num_modalities', len(mods)) == len(mods)
     assert 'data_preprocessor' not in cfg  # only model.data_preprocessor, no stale copy
     # the neck keeps the backbone's stage widths, and both heads read the neck's maps
-    widths = list(cfg.model.neck.in_channels)
+    widths = list(cfg.model.neck.in_channels if cfg.model.get('neck')
+                  else cfg.model.decode_head.in_channels)
     assert list(cfg.model.decode_head.in_channels) == widths
     if cfg.model.get('auxiliary_head'):
         assert list(cfg.model.auxiliary_head.in_channels) == widths
-    branch = cfg.model.backbone.get('branch')
+    branch = cfg.model.backbone.get('branch') if multi_branch else None
     if branch is not None and branch['type'].startswith('mmpretrain.'):
         assert 'embed_dims' not in cfg.model.backbone  # no ignored MiT arguments left behind
     cfg.work_dir = str(tmp_path)
@@ -86,7 +95,7 @@ def test_config_builds_and_runs(path, tmp_path):
     assert logits.shape[1] == cfg.model.decode_head.num_classes
     with torch.no_grad():  # the backbone's stage widths are the configured ones
         feats = model.backbone(data['inputs'][:1])
-    assert [f.shape[2] for f in feats] == widths
+    assert [f.shape[2 if multi_branch else 1] for f in feats] == widths
     # the configured test loop builds (it needs the model's preprocessor and the metric)
     if cfg.test_cfg.get('type') == 'MissingModalityTestLoop':
         from equiseg_mm.engine import MissingModalityTestLoop

@@ -130,12 +130,14 @@ def test_visualize_modalities_writes_one_panel_per_sample(data_root, tmp_path):
     assert osp.basename(written[0]) == f'0000_{stem}.png'
     layout_probe = draw_modality_panel(dataset[0]['inputs'], MODS, [3] * 4,
                                        {(): np.zeros((H, W), int)}, model.dataset_meta,
-                                       header='x')[1]
+                                       header='x', legend=False)[1]
+    grid_h, grid_w = _panel_size(layout_probe, 2, 5)  # 4 inputs + GT; 5 predictions
     for path in written:
         with open(path, 'rb') as f:
             assert f.read(8) == b'\x89PNG\r\n\x1a\n'
         panel = mmcv.imread(path)
-        assert panel.shape == _panel_size(layout_probe, 2, 5) + (3, )  # 4 inputs + GT; 5 preds
+        assert panel.shape[1:] == (grid_w, 3)
+        assert panel.shape[0] > grid_h  # the grid and a class legend under it
     with pytest.raises(ValueError, match='out of range'):
         visualize_modalities(model, dataset, str(tmp_path / 'x'), indices=[4])
 

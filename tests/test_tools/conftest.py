@@ -25,11 +25,15 @@ def trained(tmp_path_factory, tiny_config):
     """One ``tools/train.py`` run of the tiny config, shared by the tests that need weights.
 
     ``--cfg-options default_hooks.checkpoint.max_keep_ckpts=1`` keeps only the newest checkpoint,
-    which lets the tests see that the option reached the runner (the config keeps all).
+    which lets the tests see that the option reached the runner (the config keeps all);
+    ``model.data_preprocessor.modality_dropout=0.5`` makes the same run the check that training
+    with dead sensors keeps its losses finite (issue 12).
     """
     root = tmp_path_factory.mktemp('trained')
     work_dir = root / 'work_dir'
-    proc = run_tool([PYTHON, osp.join(TOOLS, 'train.py'), tiny_config, '--work-dir', work_dir,
-                     '--cfg-options', 'default_hooks.checkpoint.max_keep_ckpts=1'], cwd=root)
-    return SimpleNamespace(proc=proc, config=tiny_config, work_dir=work_dir,
+    args = [PYTHON, osp.join(TOOLS, 'train.py'), tiny_config, '--work-dir', work_dir,
+            '--cfg-options', 'default_hooks.checkpoint.max_keep_ckpts=1',
+            'model.data_preprocessor.modality_dropout=0.5']
+    proc = run_tool(args, cwd=root)
+    return SimpleNamespace(proc=proc, config=tiny_config, work_dir=work_dir, args=args,
                            checkpoint=work_dir / 'iter_4.pth', cwd=root)

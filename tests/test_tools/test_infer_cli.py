@@ -1,4 +1,6 @@
-"""``tools/infer.py`` run as a user would: a subprocess on a tiny checkpoint."""
+"""``tools/infer.py``: run as a user would (a subprocess on a tiny checkpoint), and its help and
+error paths through its ``main(argv)`` in this process (the same code; a subprocess would spend
+most of its time importing torch)."""
 import os
 import os.path as osp
 import subprocess
@@ -9,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+import importlib.util
+
 import equiseg_mm  # noqa: F401,I001  (first: compat fixes, registration)
 from equiseg_mm.apis import inference_multimodal, init_multimodal_model
 from equiseg_mm.datasets import make_synthetic_deliver
@@ -17,6 +21,9 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASE = osp.join(ROOT, 'configs', 'equiseg', 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')
 TOOL = osp.join(ROOT, 'tools', 'infer.py')
 H, W = 48, 64
+_spec = importlib.util.spec_from_file_location('_infer_tool', TOOL)
+infer_tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(infer_tool)
 
 _CONFIG = '''\
 _base_ = [{base!r}]
@@ -75,17 +82,27 @@ def test_infer_writes_label_and_overlay(setup, tmp_path):
     np.testing.assert_array_equal(label, expected.pred_sem_seg.data[0].numpy())
 
 
-def test_modality_flags_come_from_the_config(setup, tmp_path):
+def _main(args, capsys):
+    """``tools/infer.py``'s exit status, stdout and stderr for ``args``, run in this process."""
+    try:
+        code = infer_tool.main([str(a) for a in args])
+    except SystemExit as exc:  # argparse: --help, usage errors
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_modality_flags_come_from_the_config(setup, capsys):
     _, config, ckpt, _, _ = setup
-    proc = _run([config, ckpt, '--help'], tmp_path)
-    assert proc.returncode == 0
+    code, out, _ = _main([config, ckpt, '--help'], capsys)
+    assert code == 0
     for name in ('--rgb', '--depth', '--event', '--lidar', '--modality'):
-        assert name in proc.stdout
+        assert name in out
 
 
 @pytest.mark.parametrize('case', ['unknown_flag', 'unknown_generic', 'missing_file', 'nothing',
                                   'bad_size'])
-def test_infer_errors_exit_nonzero_with_a_clear_message(setup, tmp_path, case):
+def test_infer_errors_exit_nonzero_with_a_clear_message(setup, tmp_path, case, capsys):
     _, config, ckpt, files, _ = setup
     narrow = tmp_path / 'narrow_depth.png'
     mmcv.imwrite(np.zeros((H, 40, 3), np.uint8), str(narrow))
@@ -100,7 +117,7 @@ def test_infer_errors_exit_nonzero_with_a_clear_message(setup, tmp_path, case):
         'bad_size': (['--rgb', files['rgb'], '--depth', narrow],
                      "error: modality 'depth': got shape (48, 40, 3)"),
     }[case]
-    proc = _run([config, ckpt, *args, '--out-dir', tmp_path / 'out'], tmp_path)
-    assert proc.returncode != 0
-    assert message in proc.stderr, proc.stderr[-2000:]
+    code, _, err = _main([config, ckpt, *args, '--out-dir', tmp_path / 'out'], capsys)
+    assert code not in (0, None)
+    assert message in err, err[-2000:]
     assert not (tmp_path / 'out').exists()

@@ -1,5 +1,6 @@
 """``tools/train.py`` and ``tools/test.py`` run as a user runs them: in a subprocess, on the tiny
-config, writing into a temporary work dir."""
+config, writing into a temporary work dir (their argument and file checks through ``main()`` in
+this process: the same code, without a subprocess's seconds of imports)."""
 import glob
 import json
 import math
@@ -10,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tiny_config import PYTHON, TOOLS, describe, run_tool
+from tiny_config import PYTHON, TOOLS, describe, run_tool, run_tool_main
 
 NUM_CLASSES = 25
 
@@ -81,39 +82,36 @@ def test_test_writes_report_label_maps_and_paintings(trained, tmp_path):
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])
-def test_missing_config_fails_with_its_path(tool, tmp_path, tiny_config):
+def test_missing_config_fails_with_its_path(tool, tmp_path, tiny_config, monkeypatch, capsys):
     missing = str(tmp_path / 'no_such_config.py')
-    args = [PYTHON, osp.join(TOOLS, f'{tool}.py'), missing]
+    args = [missing]
     if tool == 'test':
         args.append(tiny_config)  # an existing file in the checkpoint position
-    proc = run_tool(args + ['--work-dir', tmp_path / 'work_dir'], cwd=tmp_path)
-    assert proc.returncode != 0
-    assert missing in proc.stderr, describe(proc)
+    code, _, err = run_tool_main(tool, args + ['--work-dir', tmp_path / 'work_dir'],
+                                 monkeypatch, capsys)
+    assert code not in (0, None)
+    assert missing in err, err
     assert not (tmp_path / 'work_dir').exists()
 
 
-def test_missing_checkpoint_fails_with_its_path(tmp_path, tiny_config):
+def test_missing_checkpoint_fails_with_its_path(tmp_path, tiny_config, monkeypatch, capsys):
     missing = str(tmp_path / 'no_such_checkpoint.pth')
-    proc = run_tool([PYTHON, osp.join(TOOLS, 'test.py'), tiny_config, missing,
-                     '--work-dir', tmp_path / 'work_dir'], cwd=tmp_path)
-    assert proc.returncode != 0
-    assert missing in proc.stderr, describe(proc)
+    code, _, err = run_tool_main('test', [tiny_config, missing, '--work-dir',
+                                          tmp_path / 'work_dir'], monkeypatch, capsys)
+    assert code not in (0, None)
+    assert missing in err, err
     assert not (tmp_path / 'work_dir').exists()
 
 
-def test_train_with_modality_dropout_keeps_losses_finite(tmp_path, tiny_config):
+def test_train_with_modality_dropout_keeps_losses_finite(trained):
     # issue 12: with modality dropout the first backward through a dropped (all-zero) branch of
     # the freshly initialised model was NaN, so the second iteration's loss was NaN and
-    # FiniteLossHook stopped the run
-    work_dir = tmp_path / 'work_dir'
-    proc = run_tool([PYTHON, osp.join(TOOLS, 'train.py'), tiny_config, '--work-dir', work_dir,
-                     '--cfg-options', 'model.data_preprocessor.modality_dropout=0.5',
-                     'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3'],
-                    cwd=tmp_path)
-    assert proc.returncode == 0, describe(proc)
-    log = _log_text(work_dir)
+    # FiniteLossHook stopped the run. The shared tiny run trains with modality_dropout=0.5.
+    assert trained.proc.returncode == 0, describe(trained.proc)
+    assert 'model.data_preprocessor.modality_dropout=0.5' in trained.args
+    log = _log_text(trained.work_dir)
     lines = [line for line in log.splitlines() if 'Iter(train)' in line]
-    assert len(lines) == 3 and 'Iter(train) [3/3]' in lines[-1], log[-3000:]
+    assert len(lines) == 4 and 'Iter(train) [4/4]' in lines[-1], log[-3000:]
     for line in lines:
         losses = [float(v) for v in re.findall(r'loss\S*: (\S+)', line)]
         assert losses and all(math.isfinite(v) for v in losses), line

@@ -100,6 +100,36 @@ def run_tool(args, cwd, timeout=300, env=None):
                           timeout=timeout)
 
 
+_TOOL_MODULES = {}
+
+
+def run_tool_main(name, args, monkeypatch, capsys):
+    """Run ``tools/<name>.py``'s ``main()`` in this process with ``sys.argv`` set to ``args``.
+
+    For a tool's argument and file checks, which fail before any work: the same code as the
+    command line, without a subprocess that would spend seconds importing torch.
+
+    Returns:
+        tuple: (exit status, stdout, stderr); a ``SystemExit`` (argparse) gives its code.
+    """
+    import importlib.util
+    import sys
+    module = _TOOL_MODULES.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(f'_tool_{name}',
+                                                      os.path.join(TOOLS, f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _TOOL_MODULES[name] = module
+    monkeypatch.setattr(sys, 'argv', [f'{name}.py'] + [str(a) for a in args])
+    try:
+        code = module.main()
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def describe(proc):
     """The tail of a finished process's output, for assertion messages."""
     return (f'exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n'

@@ -20,8 +20,9 @@ setup(
     packages=find_packages(include=['equiseg_mm', 'equiseg_mm.*']),
     python_requires='>=3.9',
     # mmcv is not a hard requirement, as in mmseg's own metadata: a GPU environment has full
-    # `mmcv` and `mmcv-lite` would overwrite its package. `mim install -e .` adds the `mim`
-    # extra (full mmcv); the demo's requirements.txt picks mmcv-lite (the `lite` extra).
+    # `mmcv` and `mmcv-lite` would overwrite its package. The `mim` extra names full mmcv
+    # (`mim install -e ".[mim]"` finds OpenMMLab's prebuilt wheels); the demo's requirements.txt
+    # picks mmcv-lite (also the `lite` extra).
     # torchvision is left to the environment too (mmpretrain's models import it): a pip-chosen
     # torchvision can replace the user's torch build.
     install_requires=[

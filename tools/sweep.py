@@ -1,9 +1,9 @@
 """Train and robustness-test several variants over several seeds; print mean +- std per figure.
 
-    # the demo's comparison over 3 seeds (EQUISeg, its no-SGM ablation, early fusion)
-    python tools/sweep.py --preset demo --seeds 0 1 2
-    # modality dropout rates x SGM on/off
-    python tools/sweep.py --preset dropout --seeds 0 1 2 --jobs 2
+    # the main job's comparison over 3 seeds (EQUISeg, its no-SGM ablation, early fusion)
+    python tools/sweep.py --preset demo --seeds 0 1 2 --max-iters 400
+    # the same three models x modality dropout 0 / 0.15 / 0.3 / 0.5
+    python tools/sweep.py --preset dropout --seeds 0 1 2 --max-iters 400 --jobs 2
     # your own variants: NAME CONFIG [KEY=VALUE ...] (cfg-options of that variant)
     python tools/sweep.py --variant b0 configs/equiseg/equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py \\
         --variant b0-md configs/equiseg/equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py \\

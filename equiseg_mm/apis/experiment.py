@@ -63,7 +63,8 @@ def spread_indices(dataset, num: int) -> list:
         step = max(1, len(dataset) // max(1, num))
         return list(range(0, len(dataset), step))[:num]
     by_condition = {}  # clean frames first, then the failure cases
-    for (condition, _), idx in sorted(groups.items(), key=lambda kv: (kv[0][1] != 'clean', kv[1])):
+    ordered = sorted(groups.items(), key=lambda item: (item[0][1] != 'clean', item[1]))
+    for (condition, _), idx in ordered:
         by_condition.setdefault(condition, []).append(idx)
     picked, rank = [], 0
     while len(picked) < num and any(len(v) > rank for v in by_condition.values()):

@@ -163,8 +163,8 @@ def main(argv=None):
           f'{json.dumps(summary.get("num_samples", {}))}', flush=True)
     runs = [('equiseg', args.config)]
     if not args.skip_baseline:
-        base = osp.splitext(osp.basename(args.baseline_config))[0]
-        runs.append((base.split('_')[0], args.baseline_config))
+        name = osp.splitext(osp.basename(args.baseline_config))[0].split('_')[0]
+        runs.append((name if name != 'equiseg' else 'baseline', args.baseline_config))
     options = dict(args.cfg_options)
     work = {name: work_units(config, args.max_iters, options) for name, config in runs}
     for name, w in work.items():

@@ -176,9 +176,10 @@ def main(argv=None):
     for seed in args.seeds:  # seed-major: a stopped sweep has every variant at the same seeds
         for name, config, options in args.variants:
             work_dir = osp.abspath(osp.join(args.work_dir, name, f'seed{seed}'))
-            specs.append(dict(name=name, config=osp.abspath(config), work_dir=work_dir, seed=seed,
-                              data_root=osp.abspath(args.data_root), max_iters=args.max_iters,
-                              cfg_options=dict(args.cfg_options, **options)))
+            spec = dict(name=name, config=osp.abspath(config), work_dir=work_dir, seed=seed,
+                        data_root=osp.abspath(args.data_root), max_iters=args.max_iters,
+                        cfg_options=dict(args.cfg_options, **options))
+            specs.append(json.loads(json.dumps(spec)))  # as spec.json holds it (tuples: lists)
     results = {name: {} for name, _, _ in args.variants}
     todo = []
     for spec in specs:
@@ -217,8 +218,14 @@ def main(argv=None):
                 print(f'[sweep] run {spec["name"]} seed {spec["seed"]} FAILED (exit '
                       f'{proc.returncode}); see {spec["work_dir"]}/console.log', flush=True)
                 continue
+            done = _load_done(spec)
+            if done is None:
+                failed.append(spec)
+                print(f'[sweep] run {spec["name"]} seed {spec["seed"]} wrote no result.json; see '
+                      f'{spec["work_dir"]}/console.log', flush=True)
+                continue
             durations.append(time.time() - t0)
-            results[spec['name']][spec['seed']] = _load_done(spec)['metrics']
+            results[spec['name']][spec['seed']] = done['metrics']
             left = len(todo) + len(running)
             eta = np.mean(durations) * left / min(args.jobs, max(left, 1))
             print(f'[sweep] {finished}/{finished + left} done: {spec["name"]} seed {spec["seed"]}'

@@ -17,7 +17,10 @@ def scale_schedule(cfg: Config, max_iters: int) -> None:
     old = cfg.train_cfg.max_iters
     cfg.train_cfg.max_iters = max_iters
     cfg.train_cfg.val_interval = max_iters
-    for sched in cfg.get('param_scheduler', None) or []:
+    schedulers = cfg.get('param_scheduler', None) or []
+    for sched in [schedulers] if isinstance(schedulers, dict) else schedulers:
+        if sched.get('by_epoch', True):  # mmengine's default: counted in epochs, not iterations
+            continue
         sched['begin'] = min(round(sched.get('begin', 0) * max_iters / old), max_iters - 1)
         sched['end'] = max(sched['begin'] + 1, round(sched.get('end', old) * max_iters / old))
 

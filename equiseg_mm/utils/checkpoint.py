@@ -18,6 +18,7 @@ types and the opt-in: list the file (or a folder above it) in the environment va
 ``EQUISEG_TRUSTED_CHECKPOINTS`` (paths separated by ``os.pathsep``) to load it with
 ``weights_only=False``. Do that only for files you trust as you would trust a program.
 """
+import contextlib
 import os
 import os.path as osp
 import pickle
@@ -116,8 +117,11 @@ def load_checkpoint_file(filename: str, map_location=None, trusted: Optional[boo
         trusted = is_trusted(filename)
     if trusted:
         return torch.load(filename, map_location=map_location, weights_only=False)
+    # torch < 2.5 has no safe_globals context: plain weights_only loading (tensors only)
+    allow = torch.serialization.safe_globals(allowed_globals()) if hasattr(
+        torch.serialization, 'safe_globals') else contextlib.nullcontext()
     try:
-        with torch.serialization.safe_globals(allowed_globals()):
+        with allow:
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         names = _unsafe_names(filename)

@@ -34,8 +34,13 @@ def test_spread_indices_without_metadata_is_evenly_spaced():
 def test_scale_schedule_stretches_warmup_and_decay():
     cfg = Config(dict(
         train_cfg=dict(max_iters=1000, val_interval=1000),
-        param_scheduler=[dict(type='LinearLR', begin=0, end=50),
-                         dict(type='PolyLR', begin=50, end=1000)]))
+        param_scheduler=[dict(type='LinearLR', begin=0, end=50, by_epoch=False),
+                         dict(type='PolyLR', begin=50, end=1000, by_epoch=False),
+                         dict(type='StepLR', begin=0, end=3, step_size=1)]))  # epoch-based
     scale_schedule(cfg, 400)
     assert cfg.train_cfg.max_iters == 400 and cfg.train_cfg.val_interval == 400
-    assert [(s['begin'], s['end']) for s in cfg.param_scheduler] == [(0, 20), (20, 400)]
+    assert [(s['begin'], s['end']) for s in cfg.param_scheduler] == [(0, 20), (20, 400), (0, 3)]
+    single = Config(dict(train_cfg=dict(max_iters=100, val_interval=100),
+                         param_scheduler=dict(type='PolyLR', begin=0, end=100, by_epoch=False)))
+    scale_schedule(single, 10)  # one scheduler as a dict, as mmengine allows
+    assert (single.param_scheduler['begin'], single.param_scheduler['end']) == (0, 10)

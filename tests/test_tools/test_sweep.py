@@ -49,6 +49,15 @@ def test_presets_and_variant_arguments():
     assert args.variants == [('x', config, {'model.neck.cross_sr_ratios': None, 'a.b': [1, 2]})]
 
 
+def test_tuple_options_survive_the_spec_round_trip(tmp_path, monkeypatch):
+    """A finished run is recognised although its spec.json turned tuples into lists."""
+    import json
+    spec = dict(name='x', work_dir=str(tmp_path), cfg_options={'crop_size': (64, 64)})
+    spec = json.loads(json.dumps(spec))  # what main() does before writing spec.json
+    (tmp_path / 'result.json').write_text(json.dumps(dict(spec=spec, metrics={'mm/mIoU': 1.0})))
+    assert sweep._load_done(spec)['metrics'] == {'mm/mIoU': 1.0}
+
+
 @pytest.mark.parametrize('argv, message', [
     ([], 'give --preset'),
     (['--variant', 'x'], 'NAME CONFIG'),

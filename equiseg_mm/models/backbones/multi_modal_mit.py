@@ -267,7 +267,9 @@ def _stop_absent_gradients(x: Tensor, outs: Sequence[Tensor]) -> List[Tensor]:
     ``weight / sqrt(eps)`` (1000 for eps=1e-6); through the ~30 LayerNorms of a MiT-B0 branch
     that overflows float32 to inf, and LayerNorm's backward turns inf - inf into NaN.
     The outputs stay in the autograd graph (zero gradients) even when every sample is absent, so
-    distributed training sees every parameter used.
+    distributed training sees every parameter used. In a branch with BatchNorm (e.g. a ResNet)
+    the absent samples still enter the batch statistics, so the present samples' gradients
+    reach the branch through them; only LayerNorm branches such as MiT keep them fully apart.
     """
     present = torch.count_nonzero(x.detach(), dim=tuple(range(1, x.dim()))) > 0
     # no `if present.all()` shortcut: it would synchronise with the GPU at every branch
@@ -608,7 +610,7 @@ class MultiModalMiT(BaseModule):
         if cache is None or self.training or torch.is_grad_enabled():
             outs = branch(x)
             if torch.is_grad_enabled():
-                outs = _stop_absent_gradients(x, outs)
+                outs = _stop_absent_gradients(x, (outs, ) if isinstance(outs, Tensor) else outs)
             return outs
         if not x.any():
             key = (index, tuple(x.shape), x.dtype, x.device)

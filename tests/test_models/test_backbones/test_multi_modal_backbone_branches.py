@@ -304,3 +304,27 @@ def test_neck_names_both_widths_when_they_disagree():
     with pytest.raises(ValueError, match=r'expects 4 stages \(in_channels \[8, 16, 24, 32\]\), '
                        r'got 3'):
         matching(feats[:3])
+
+
+class _OneMap(torch.nn.Module):
+    """A branch that returns one (B, C, H, W) tensor instead of a tuple of stages."""
+
+    def __init__(self, in_channels=3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, 4, 3, stride=4, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_single_tensor_branch_trains_with_an_absent_modality():
+    MODELS.register_module(name='_TestOneMapBranch', module=_OneMap, force=True)
+    backbone = MultiModalMiT(modalities=['rgb', 'depth'], in_channels=[3, 3],
+                             branch=dict(type='_TestOneMapBranch'))
+    x = torch.randn(2, 6, 16, 16)
+    x[1, 3:] = 0  # sample 1 has no depth
+    (out, ) = backbone(x)
+    assert out.shape == (2, 2, 4, 4, 4)
+    out.sum().backward()
+    grads = backbone.branches[1].conv.weight.grad
+    assert grads is not None and torch.isfinite(grads).all()

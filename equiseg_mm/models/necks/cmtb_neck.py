@@ -1,6 +1,6 @@
 """Cross-Modal Transformer Block (CMTB) neck of EQUISeg: fuses each stage's per-modality maps."""
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -144,16 +144,19 @@ class _CrossModalBlock(BaseModule):
     def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int, pool_sizes: Sequence[int],
                  selection: str, with_cross: bool, with_ffn: bool, ffn_ratio: int,
                  qkv_bias: bool, attn_drop: float, norm_cfg: dict,
-                 aux_summary: str = 'per_primary', cross_sr_ratio: Optional[int] = None) -> None:
+                 aux_summary: str = 'per_primary', cross_sr_ratio: Optional[int] = None,
+                 with_self_attn: bool = True) -> None:
         super().__init__()
         self.selection = selection
         self.aux_summary = aux_summary
         self.with_cross = with_cross
+        self.with_self_attn = with_self_attn
         self.pool_sizes = tuple(pool_sizes)
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.self_attn = EfficientMultiheadAttention(
-            embed_dims=embed_dims, num_heads=num_heads, attn_drop=attn_drop,
-            batch_first=True, qkv_bias=qkv_bias, norm_cfg=norm_cfg, sr_ratio=sr_ratio)
+        if with_self_attn:
+            self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+            self.self_attn = EfficientMultiheadAttention(
+                embed_dims=embed_dims, num_heads=num_heads, attn_drop=attn_drop,
+                batch_first=True, qkv_bias=qkv_bias, norm_cfg=norm_cfg, sr_ratio=sr_ratio)
         if with_cross:
             self.score = nn.Conv2d(embed_dims, 1, 1) if selection == 'sqh' else None
             self.mix_norm = build_norm_layer(norm_cfg, embed_dims)[1]
@@ -168,7 +171,9 @@ class _CrossModalBlock(BaseModule):
             self.ffn = None
 
     def self_attend(self, x: Tensor) -> Tensor:
-        """f1' = f1 + MHSA(LN(f1)) on (B, C, H, W)."""
+        """f1' = f1 + MHSA(LN(f1)) on (B, C, H, W); f1' = f1 without the self-attention."""
+        if not self.with_self_attn:
+            return x
         hw = x.shape[2:]
         tokens = nchw_to_nlc(x)
         return nlc_to_nchw_cl(self.self_attn(self.norm1(tokens), hw, identity=tokens), hw)
@@ -307,6 +312,13 @@ class CMTBNeck(BaseModule):
             the attention itself are unchanged. Not in the paper (it changes results; the shipped
             configs use it, see ``cross_sr_ratios``). Needs ``share_weights=True``.
             Defaults to 'per_primary' (the paper's block).
+        self_attn (bool | Sequence[bool]): Whether the block of a stage starts with its
+            self-attention step f1' = f1 + MHSA(LN(f1)) (one bool for all stages or one per
+            stage). A stage without it uses f1' = f1 (its queries are the branch's maps, which
+            end in MiT self-attention blocks of their own) and builds no self-attention layers.
+            Not in the paper (it changes results): at 1024 x 1024 the self-attention of the two
+            high-resolution stages is 16% of EQUISeg-B0's FLOPs (README, "Performance"); the
+            shipped configs drop it there. Defaults to True (the paper's block).
         init_cfg (dict, optional): Initialisation config; None uses MiT's scheme.
             Defaults to None.
     """
@@ -330,6 +342,7 @@ class CMTBNeck(BaseModule):
                  fast_attention: bool = True,
                  fast_layout: bool = True,
                  aux_summary: str = 'per_primary',
+                 self_attn: Union[bool, Sequence[bool]] = True,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         in_channels, num_heads, sr_ratios = list(in_channels), list(num_heads), list(sr_ratios)
@@ -347,6 +360,13 @@ class CMTBNeck(BaseModule):
                 not isinstance(r, int) or r < 1 for r in cross_sr_ratios):
             raise ValueError(f'cross_sr_ratios must be None or one int >= 1 per stage, '
                              f'got {cross_sr_ratios}')
+        if isinstance(self_attn, bool):
+            self_attn = [self_attn] * len(in_channels)
+        elif not isinstance(self_attn, Sequence) or len(self_attn) != len(in_channels) or \
+                not all(isinstance(v, bool) for v in self_attn):
+            raise ValueError(f'self_attn must be True, False or one bool per stage '
+                             f'({len(in_channels)}), got {self_attn!r}')
+        self.self_attn = [bool(v) for v in self_attn]
         pool_sizes = list(pool_sizes)
         if not pool_sizes or any(not isinstance(k, int) or k < 1 or k % 2 == 0
                                  for k in pool_sizes):
@@ -383,10 +403,11 @@ class CMTBNeck(BaseModule):
         copies = 1 if share_weights else num_modalities
 
         self.stages = ModuleList()
-        for c, h, r, cr in zip(in_channels, num_heads, sr_ratios, cross_sr_ratios):
+        for c, h, r, cr, sa in zip(in_channels, num_heads, sr_ratios, cross_sr_ratios,
+                                   self.self_attn):
             self.stages.append(ModuleList([
                 _CrossModalBlock(c, h, r, pool_sizes, selection, with_cross, with_ffn,
-                                 ffn_ratio, qkv_bias, attn_drop, norm_cfg, aux_summary, cr)
+                                 ffn_ratio, qkv_bias, attn_drop, norm_cfg, aux_summary, cr, sa)
                 for _ in range(copies)]))
         if fast_attention:
             use_fast_attention(self)

@@ -310,6 +310,9 @@ def test_eval_mode_returns_fused_maps_only_unless_asked():
     (dict(aux_summary='shared', share_weights=False, num_modalities=2), 'share_weights'),
     (dict(cross_sr_ratios=[8, 4, 2]), 'cross_sr_ratios'),
     (dict(cross_sr_ratios=[8, 4, 2, 0]), 'cross_sr_ratios'),
+    (dict(self_attn=[False, True]), 'self_attn'),
+    (dict(self_attn=[0, 1, 1, 1]), 'self_attn'),
+    (dict(self_attn='none'), 'self_attn'),
 ])
 def test_bad_option_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -349,3 +352,40 @@ def test_small_maps_run_with_coarse_cross_ratios():
         assert all(torch.isfinite(o).all() for o in neck(small))
     with pytest.raises(ValueError, match='fast_layout'):
         _neck(fast_layout='no')
+
+
+@pytest.mark.parametrize('aux_summary', ['per_primary', 'shared'])
+def test_self_attn_off_skips_exactly_the_self_attention(aux_summary):
+    """Stages without self-attention build no self-attention layers and compute the block with
+    f1' = f1; the other stages are unchanged (same weights, same outputs)."""
+    full = _neck(aux_summary=aux_summary)
+    full.init_weights()
+    part = _neck(aux_summary=aux_summary, self_attn=[False, False, True, True])
+    missing, unexpected = part.load_state_dict(full.state_dict(), strict=False)
+    assert not missing
+    assert unexpected and all(k.startswith(('stages.0.', 'stages.1.')) and
+                              ('.self_attn.' in k or '.norm1.' in k) for k in unexpected)
+    assert not any(hasattr(part.stages[i][0], 'self_attn') for i in (0, 1))
+    feats = _feats(3)
+    full.eval(), part.eval()
+    got, ref = part(feats), full(feats)
+    for i in (2, 3):
+        assert torch.allclose(got[i], ref[i], atol=1e-5)
+    for i in (0, 1):
+        assert not torch.allclose(got[i], ref[i], atol=1e-3)
+        # the definition: the same block with the identity in place of the self-attention
+        block = full.stages[i][0]
+        block.with_self_attn = False
+        try:
+            assert torch.allclose(got[i], full(feats)[i], atol=1e-5)
+        finally:
+            block.with_self_attn = True
+    assert _neck(self_attn=False).self_attn == [False] * 4
+
+
+def test_self_attn_off_gets_gradients_everywhere():
+    neck = _neck(self_attn=[False, True, False, True], aux_summary='shared', num_modalities=3)
+    neck.init_weights()
+    outs = neck(_feats(3))
+    sum(o.square().mean() for o in outs).backward()
+    assert all(p.grad is not None for p in neck.parameters())

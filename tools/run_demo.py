@@ -91,7 +91,7 @@ def cpu_name() -> str:
 
 def work_units(config: str, iters: int, cfg_options: dict) -> dict:
     """Machine-independent size of one training run: images x pixels x iterations, and the
-    counted forward FLOPs per image (fvcore count, tools/get_flops.py) times 3 for forward +
+    counted forward FLOPs per image (fvcore count, equiseg_mm.utils.complexity) times 3 for forward +
     backward."""
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(cfg_options)
@@ -99,8 +99,7 @@ def work_units(config: str, iters: int, cfg_options: dict) -> dict:
     h, w = cfg.get('crop_size', (96, 96))
     out = dict(iters=iters, batch=batch, crop=[h, w], mpx=iters * batch * h * w / 1e6)
     try:
-        sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-        from get_flops import build_segmentor, complexity, load_model_cfg
+        from equiseg_mm.utils.complexity import build_segmentor, complexity, load_model_cfg
         info = complexity(build_segmentor(load_model_cfg(config, cfg_options=cfg_options)),
                           (h, w))
         out['gflops_per_image'] = info['flops'] / 1e9

@@ -1,4 +1,4 @@
-"""tools/benchmark.py and tools/get_flops.py: a tiny smoke run of their functions.
+"""tools/analysis_tools/benchmark.py and tools/analysis_tools/get_flops.py: a tiny smoke run of their functions.
 
 Structure only (keys, interleaved order, FLOP bookkeeping); no timing is asserted.
 """
@@ -19,7 +19,8 @@ MODELS = ['equiseg-b0', 'segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl']
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(TOOLS, 'analysis_tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -102,18 +103,6 @@ def test_get_flops_parts_and_counted_attention(capsys):
     assert info['params_auxiliary'] == 0  # the SGM head has no parameters
 
 
-def test_sdpa_handle_counts_both_products():
-    flops = _load('get_flops')
-
-    class Attn(torch.nn.Module):
-        def forward(self, q, k, v):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
-
-    q, k, v = torch.randn(2, 3, 10, 4), torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 5)
-    analyzer = flops.flop_analyzer(Attn(), (q, k, v))
-    assert analyzer.total() == 2 * 3 * 10 * 6 * (4 + 5)
-
-
 def test_baselines_differ_only_in_their_speed_switches(bench):
     stock, fast, cl = (bench.build_model(n) for n in
                        ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl'))
@@ -162,7 +151,7 @@ def test_malloc_keep_stops_page_faulting_large_buffers_again(tmp_path):
     """Without it every freed 64 MB buffer is faulted in again (16384 4-KiB pages each); with
     it the memory is reused."""
     script = tmp_path / 'keep.py'
-    script.write_text(KEEP_SCRIPT.format(tools=TOOLS))
+    script.write_text(KEEP_SCRIPT.format(tools=osp.join(TOOLS, 'analysis_tools')))
     env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
     # one process (its imports take seconds): the default loop runs before the switch
     kept, default, keep = subprocess.run([sys.executable, str(script)], capture_output=True,

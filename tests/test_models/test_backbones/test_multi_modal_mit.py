@@ -266,7 +266,7 @@ def test_official_checkpoint_loads_through_init_cfg_and_tool(tmp_path):
         assert all(torch.equal(branch.state_dict()[k], v) for k, v in state.items())
 
     spec = importlib.util.spec_from_file_location(
-        '_convert_tool', osp.join(ROOT, 'tools', 'convert_mit_checkpoint.py'))
+        '_convert_tool', osp.join(ROOT, 'tools', 'model_converters', 'convert_mit_checkpoint.py'))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     dst = str(tmp_path / 'out' / 'mit_b0_mmseg.pth')

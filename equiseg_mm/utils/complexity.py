@@ -1,12 +1,11 @@
-"""Parameters and FLOPs of a config's model at inference (tensor mode), part by part.
+"""Parameters and FLOPs of a segmentor's inference path, part by part (shared by
+``tools/analysis_tools/get_flops.py``, ``tools/analysis_tools/benchmark.py`` and
+``tools/run_demo.py``).
 
-    python tools/get_flops.py CONFIG [--shape H W] [--modalities rgb depth ...]
-        [--cfg-options model.neck.aux_summary=per_primary ...]
-
-What is counted: the tensor-mode path ``decode_head(neck(backbone(x)))`` for one image of
-``--shape`` (default 1024 x 1024). The auxiliary head (EQUISeg's SGM head) only runs in loss mode
-and costs nothing at inference; its parameters are listed apart. Pretrained ``init_cfg`` entries
-are dropped (nothing is loaded) and SyncBN is built as BN (same arithmetic).
+What is counted: the tensor-mode path ``decode_head(neck(backbone(x)))`` for one image. The
+auxiliary head (EQUISeg's SGM head) only runs in loss mode and costs nothing at inference; its
+parameters are listed apart. :func:`load_model_cfg` drops pretrained ``init_cfg`` entries
+(nothing is loaded) and :func:`build_segmentor` builds SyncBN as BN (same arithmetic).
 
 How: mmengine's ``FlopAnalyzer`` (the fvcore counter) traces the model with ``torch.jit.trace``
 and counts the operators it has a formula for, with **one fused multiply-add counted as one
@@ -20,8 +19,6 @@ with that kernel counts). Still skipped (reported under "not counted"): element-
 layout operators. They are cheap in arithmetic but memory-bound, so the FLOP count understates
 their run time.
 """
-import argparse
-import os
 import copy
 import warnings
 from collections import Counter, OrderedDict
@@ -32,13 +29,16 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.model import revert_sync_batchnorm
 from torch.profiler import record_function
 
-import equiseg_mm  # noqa: F401  (compat fixes and registration before mmseg.models)
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
+
+__all__ = ['EXTRA_HANDLES', 'TensorModeModel', 'load_model_cfg', 'build_segmentor',
+           'input_channels', 'num_params', 'flop_analyzer', 'complexity', 'format_report']
+
 
 def _sdpa_flop(inputs: List, outputs: List) -> int:
     """Q K^T and A V of ``scaled_dot_product_attention``: L * S * (E + Ev) per batch-head."""
@@ -248,36 +248,3 @@ def format_report(name: str, info: Dict) -> str:
                         for k, v in sorted(info['not_counted'].items(), key=lambda kv: -kv[1]))
     lines.append(f'not counted (element-wise / selection ops, calls): {skipped or "none"}')
     return '\n'.join(lines)
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Parameters and FLOPs (1 multiply-add = 1 FLOP) of a config\'s model at '
-        'inference, per part (backbone branches, neck stages, decode head).')
-    parser.add_argument('config', help='config file')
-    parser.add_argument('--shape', type=int, nargs='+', default=[1024, 1024], metavar='N',
-                        help='input size: H W, or one number for a square. Default 1024 1024')
-    parser.add_argument('--modalities', nargs='+', default=None,
-                        help='modalities to run with instead of the config\'s')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
-                        help='override config settings, e.g. model.neck.aux_summary=per_primary')
-    args = parser.parse_args(argv)
-    if not os.path.isfile(args.config):
-        parser.error(f'config file {args.config!r} does not exist')
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    if len(args.shape) != 2 or min(args.shape) < 32:
-        parser.error(f'--shape takes H W (each >= 32), got {args.shape}')
-    return args
-
-
-def main(argv=None) -> Dict:
-    args = parse_args(argv)
-    segmentor = build_segmentor(load_model_cfg(args.config, args.modalities, args.cfg_options))
-    info = complexity(segmentor, args.shape)
-    print(format_report(args.config, info))
-    return info
-
-
-if __name__ == '__main__':
-    main()

@@ -1,6 +1,6 @@
 """Convert an official SegFormer ``mit_b*.pth`` ImageNet checkpoint to mmseg's MiT key names.
 
-    python tools/convert_mit_checkpoint.py mit_b0.pth pretrain/mit_b0_mmseg.pth
+    python tools/model_converters/convert_mit_checkpoint.py mit_b0.pth pretrain/mit_b0_mmseg.pth
 
 The result loads into mmseg's ``MixVisionTransformer`` and, through
 ``init_cfg=dict(type='Pretrained', checkpoint=...)``, into every branch of ``MultiModalMiT``

@@ -1,12 +1,12 @@
 """Speed, size and memory of EQUISeg-B0 against SegFormer-B0 baselines, interleaved in one process.
 
-    python tools/benchmark.py [--sizes 512 1024] [--repeats 10] [--warmup 2] [--threads 2]
+    python tools/analysis_tools/benchmark.py [--sizes 512 1024] [--repeats 10] [--warmup 2] [--threads 2]
         [--train-repeats 3] [--models equiseg-b0 segformer-b0 segformer-b0-fast segformer-b0-cl
                   earlyfusion-b0]
         [--device cpu|cuda] [--data-root DIR] [--out benchmark.json] [--quick] [--no-memory]
         [--cfg-options model.neck.aux_summary=per_primary ...]  # EQUISeg variants
         [--malloc-keep]                                      # glibc keeps freed memory
-    python tools/benchmark.py --profile [--sizes 512]     # where EQUISeg-B0's time goes
+    python tools/analysis_tools/benchmark.py --profile [--sizes 512]     # where EQUISeg-B0's time goes
 
 Models (25 classes, the same ``SegformerHead`` with 256 channels, SyncBN built as BN):
 
@@ -44,7 +44,7 @@ the default measures the process as users start it.
 Measured, for every size in ``--sizes`` and every model, on the same input:
 
 * **parameters** and **FLOPs** of the inference path (backbone + neck + decode head) with
-  mmengine's ``FlopAnalyzer`` as in ``tools/get_flops.py``: 1 multiply-add = 1 FLOP; every
+  mmengine's ``FlopAnalyzer`` as in ``tools/analysis_tools/get_flops.py``: 1 multiply-add = 1 FLOP; every
   branch is traced; scaled-dot-product attention and average pooling are counted by handles
   added there; element-wise ops (add, mul, sigmoid, GELU, softmax), reductions/selections (sum,
   max, topk, where) and layout copies are *not* counted.
@@ -98,13 +98,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from mmengine.config import DictAction
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from get_flops import (TensorModeModel, build_segmentor, complexity,  # noqa: E402
-                       input_channels, load_model_cfg)
+import equiseg_mm  # noqa: F401  (compat fixes and registration before mmseg.models)
+from equiseg_mm.models.utils import use_channels_last, use_fast_attention
+from equiseg_mm.utils.complexity import (TensorModeModel, build_segmentor, complexity,
+                                         input_channels, load_model_cfg)
 
-from equiseg_mm.models.utils import use_channels_last, use_fast_attention  # noqa: E402
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'equiseg',
                           'equiseg_mit-b0_8xb2-160k_deliver-rgbdel-1024x1024.py')
 SYNTHETIC_CONFIG = osp.join(ROOT, 'configs', 'equiseg',

@@ -81,6 +81,55 @@ def test_round_robin_interleaves(bench):
     assert [s[1] for s in schedule] == list('ABCABC') and times['A'] == [0.0, 0.0]
 
 
+def test_both_allocators_and_the_target_line(bench, tmp_path, capsys):
+    """--allocator both: the latency runs again in a fresh process with glibc keeping freed
+    memory; the target is checked for each setting that timed both of its models."""
+    out = tmp_path / 'bench.json'
+    result = bench.main(['--quick', '--models', 'equiseg-b0', 'segformer-b0-cl', '--threads',
+                         '1', '--no-memory', '--data-samples', '0', '--train-repeats', '0',
+                         '--allocator', 'both', '--out', str(out)])
+    text = capsys.readouterr().out
+    assert 'allocator: default' in text and 'allocator: keep' in text
+    keep = result['other_allocators']['keep']
+    assert keep['settings']['allocator'] == 'keep' and keep['settings']['malloc_keep'] is True
+    assert result['settings']['allocator'] == 'default'
+    assert list(keep['results']['64']) == ['equiseg-b0', 'segformer-b0-cl']
+    assert result['target'] == []  # the target size (1024) was not run
+    size = str(bench.TARGET['size'])
+    fake = {'settings': {'allocator': 'default'}, 'results': {size: {
+        'equiseg-b0': {'latency_s': {'median': 2.8}},
+        'segformer-b0-cl': {'latency_s': {'median': 1.0}}}}}
+    fake['other_allocators'] = {'keep': {'settings': {'allocator': 'keep'}, 'results': {size: {
+        'equiseg-b0': {'latency_s': {'median': 3.0}},
+        'segformer-b0-cl': {'latency_s': {'median': 1.0}}}}}}
+    checks = bench.check_target(fake)
+    assert [(c['allocator'], c['met']) for c in checks] == [('default', True), ('keep', False)]
+    assert checks[0]['ratio'] == pytest.approx(2.8)
+
+
+def test_strip_allocator_args(bench):
+    argv = ['--sizes', '1024', '--allocator', 'both', '--out', 'x.json', '--no-memory',
+            '--data-samples=3', '--malloc-keep', '--repeats', '3']
+    assert bench._strip_allocator_args(argv) == ['--sizes', '1024', '--repeats', '3']
+
+
+def test_compile_rows_time_the_compiled_callable(bench, monkeypatch):
+    compiled = []
+
+    def fake_compile(module):
+        compiled.append(module)
+        return module
+    monkeypatch.setattr(bench.torch, 'compile', fake_compile)
+    result = bench.main(['--quick', '--models', 'segformer-b0-cl', 'segformer-b0', '--threads',
+                         '1', '--no-memory', '--data-samples', '0', '--compile'])
+    per_model = result['results']['64']
+    assert list(per_model) == ['segformer-b0-cl', 'segformer-b0', 'segformer-b0-cl+compile']
+    assert len(compiled) == 1  # segformer-b0 is not in COMPILABLE
+    row = per_model['segformer-b0-cl+compile']
+    assert row['flops'] == per_model['segformer-b0-cl']['flops'] and 'first_s' in row['latency_s']
+    assert 'train_iter_s' not in row and 'train_iter_s' in per_model['segformer-b0-cl']
+
+
 def test_peak_memory_subprocess(bench):
     mem = bench.measure_peak_memory('segformer-b0-fast', 64, threads=1, device='cpu')
     assert mem['peak_bytes'] > 0 and 'method' in mem

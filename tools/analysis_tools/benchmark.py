@@ -111,15 +111,32 @@ SYNTHETIC_CONFIG = osp.join(ROOT, 'configs', 'equiseg',
 MODALITIES = ('rgb', 'depth', 'event', 'lidar')
 NUM_CLASSES = 25
 BASELINES = ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl')
-MODEL_NAMES = ('equiseg-b0', 'segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl',
-               'earlyfusion-b0')
+MODEL_NAMES = ('equiseg-b0', 'equiseg-b0-selfattn', 'equiseg-b0-paper', 'segformer-b0',
+               'segformer-b0-fast', 'segformer-b0-cl', 'earlyfusion-b0')
 LABELS = {
     'equiseg-b0': 'EQUISeg-B0 (RGB-D-E-L)',
+    'equiseg-b0-selfattn': 'EQUISeg-B0, neck self-attn all',
+    'equiseg-b0-paper': "EQUISeg-B0, paper's CMTB",
     'segformer-b0': 'SegFormer-B0 (RGB, stock)',
     'segformer-b0-fast': 'SegFormer-B0 (RGB, weights off)',
     'segformer-b0-cl': 'SegFormer-B0 (RGB, w-off + cl)',
     'earlyfusion-b0': 'Early-fusion MiT-B0 (12 ch)',
 }
+#: EQUISeg variants: the ``--config`` model with these overrides (before ``--cfg-options``)
+EQUISEG_VARIANTS = {
+    'equiseg-b0': {},
+    # the neck's self-attention on every stage (the shipped setting before 2026-11-27)
+    'equiseg-b0-selfattn': {'model.neck.self_attn': True},
+    # the paper's CMTB: per-primary auxiliary summary, the self-attention's key reduction for
+    # the cross-attention, self-attention on every stage
+    'equiseg-b0-paper': {'model.neck.self_attn': True, 'model.neck.aux_summary': 'per_primary',
+                         'model.neck.cross_sr_ratios': None},
+}
+#: The target of the project's performance issue: EQUISeg-B0 at 1024 x 1024 at most this many
+#: times the latency of SegFormer-B0 with attention weights off + channels-last maps.
+TARGET = dict(model='equiseg-b0', baseline='segformer-b0-cl', size=1024, ratio=2.9)
+#: models ``--compile`` also times compiled
+COMPILABLE = ('equiseg-b0', 'segformer-b0-cl')
 MEMORY_METHOD = ('CPU: peak RSS (VmHWM) during one forward minus RSS before it, fresh '
                  'subprocess per model and size, MALLOC_MMAP_THRESHOLD_=65536, peak reset via '
                  '/proc/self/clear_refs after one warm-up forward; CUDA: max_memory_allocated '
@@ -164,8 +181,8 @@ def model_cfg(name: str, config: str = DEFAULT_CONFIG,
               cfg_options: Optional[dict] = None) -> dict:
     """The model config of one benchmark model (see the module docstring); ``cfg_options``
     apply to EQUISeg's config only."""
-    if name == 'equiseg-b0':
-        cfg = load_model_cfg(config, MODALITIES, cfg_options)
+    if name in EQUISEG_VARIANTS:
+        cfg = load_model_cfg(config, MODALITIES, {**EQUISEG_VARIANTS[name], **(cfg_options or {})})
         cfg.data_preprocessor.update(size=None, size_divisor=32)  # any benchmark size
         return cfg.to_dict()
     if name in ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl'):
@@ -248,12 +265,19 @@ def _round_robin(names: Sequence[str], tasks: Dict[str, Callable[[], float]], wa
 
 def measure_latency(models: Dict[str, torch.nn.Module], size: int, warmup: int, repeats: int,
                     batch: int = 1, device: str = 'cpu', amp: bool = False,
-                    schedule: Optional[List] = None) -> Dict[str, Dict]:
-    """Inference latency (seconds) of every model at ``size``, interleaved."""
+                    schedule: Optional[List] = None,
+                    wrappers: Optional[Dict[str, Callable]] = None) -> Dict[str, Dict]:
+    """Inference latency (seconds) of every model at ``size``, interleaved.
+
+    ``wrappers`` maps a model name to the callable timed instead of its tensor-mode path (e.g. a
+    ``torch.compile``-d one); the result's ``first_s`` is the time of the first call (for a
+    compiled model: compilation plus one run).
+    """
     schedule = [] if schedule is None else schedule
+    wrappers = wrappers or {}
     tasks, system = {}, {name: [] for name in models}
     for name, model in models.items():
-        wrapper = TensorModeModel(model).eval()
+        wrapper = wrappers.get(name) or TensorModeModel(model).eval()
         x = torch.randn(batch, input_channels(model), size, size, device=device)
 
         def run(wrapper=wrapper, x=x, system=system[name]):
@@ -269,9 +293,13 @@ def measure_latency(models: Dict[str, torch.nn.Module], size: int, warmup: int, 
             return elapsed
         tasks[name] = run
     tag = f'latency{"-amp" if amp else ""}@{size}'
-    times = _round_robin(list(models), tasks, warmup, repeats, schedule, tag)
+    first = {}
+    for name in models:
+        first[name] = tasks[name]()  # the first call (compilation for compiled wrappers)
+    times = _round_robin(list(models), tasks, max(warmup - 1, 0), repeats, schedule, tag)
     # system (kernel) CPU time of the timed runs: page faults, mostly (see the allocator note)
-    return {name: dict(_stats(t), system_s=statistics.median(system[name][warmup:]))
+    return {name: dict(_stats(t), first_s=first[name],
+                       system_s=statistics.median(system[name][max(warmup, 1):]))
             for name, t in times.items()}
 
 
@@ -471,21 +499,15 @@ def _fmt(value: Optional[float], spec: str = '.2f') -> str:
     return '-' if value is None else format(value, spec)
 
 
-def format_table(result: Dict) -> str:
-    """The benchmark as text: one block per size, then the dataloader."""
-    labels = result.get('labels', LABELS)
-    settings = result['settings']
+def _size_blocks(run: Dict, labels: Dict[str, str]) -> List[str]:
+    """One table per size of a run (results and ratios)."""
     lines = []
-    if settings.get('config', DEFAULT_CONFIG) != DEFAULT_CONFIG or settings.get('cfg_options'):
-        lines.append(f'* EQUISeg from {osp.relpath(settings["config"], ROOT)}, options '
-                     f'{settings.get("cfg_options") or {}}')
-    if settings.get('malloc_keep'):
-        lines.append('glibc keeps freed memory (--malloc-keep)')
-    for size, per_model in result['results'].items():
-        lines.append(f'\n== {size}x{size}, batch {result["settings"]["batch"]} '
-                     f'(train: batch {result["settings"]["train_batch"]}), '
-                     f'{result["settings"]["threads"]} threads, {result["settings"]["device"]}')
-        lines.append(f'{"model":<32s}{"params M":>9s}{"GFLOPs":>9s}{"lat ms med":>11s}'
+    settings = run['settings']
+    for size, per_model in run['results'].items():
+        lines.append(f'\n== {size}x{size}, batch {settings["batch"]} '
+                     f'(train: batch {settings["train_batch"]}), {settings["threads"]} threads, '
+                     f'{settings["device"]}, allocator: {settings.get("allocator", "default")}')
+        lines.append(f'{"model":<34s}{"params M":>9s}{"GFLOPs":>9s}{"lat ms med":>11s}'
                      f'{"(min-max)":>17s}{"ms/GFLOP":>9s}{"train s":>9s}{"mem MB":>9s}')
         for name, res in per_model.items():
             lat = res.get('latency_s')
@@ -493,29 +515,52 @@ def format_table(result: Dict) -> str:
             span = f'({lat["min"] * 1e3:.0f}-{lat["max"] * 1e3:.0f})' if lat else '-'
             mem = res.get('peak_memory_bytes')
             lines.append(
-                f'{labels[name]:<32s}{res["params"] / 1e6:9.2f}{gflops:9.2f}'
+                f'{labels.get(name, name):<34s}{res["params"] / 1e6:9.2f}{gflops:9.2f}'
                 f'{_fmt(lat and lat["median"] * 1e3, ".1f"):>11s}{span:>17s}'
                 f'{_fmt(lat and lat["median"] * 1e3 / max(gflops, 1e-9), ".2f"):>9s}'
                 f'{_fmt(res.get("train_iter_s", {}).get("median"), ".3f"):>9s}'
                 f'{_fmt(mem and mem / 2**20, ".0f"):>9s}')
-            if 'images_per_s' in res:
+            if '+' in name and lat:
+                lines.append(f'{"":<34s}first call (compilation + 1 run): '
+                             f'{lat["first_s"]:.1f} s')
+            if 'images_per_s' in res and settings['device'].startswith('cuda'):
                 system = lat.get('system_s') if lat else None
-                lines.append(f'{"":<32s}images/s: {res["images_per_s"]:.1f} fp32, '
+                lines.append(f'{"":<34s}images/s: {res["images_per_s"]:.1f} fp32, '
                              f'{_fmt(res.get("images_per_s_amp"), ".1f")} AMP; system time '
                              f'{_fmt(system and system * 1e3, ".0f")} ms per run')
-        ratios = result['ratios'][size]
+        ratios = run['ratios'][size]
         for base in BASELINES:
             if not any(base in r for r in ratios.values()):
                 continue
-            lines.append(f'ratios to {labels[base]}: GFLOPs / latency / latency per FLOP / '
-                         f'train iter / peak memory')
+            lines.append(f'ratios to {labels.get(base, base)}: GFLOPs / latency / latency per '
+                         f'FLOP / train iter / peak memory')
             for name, per_base in ratios.items():
                 r = per_base.get(base)
                 if r is None or name == base:
                     continue
-                lines.append(f'  {labels[name]:<34s}' + ' / '.join(
+                lines.append(f'  {labels.get(name, name):<36s}' + ' / '.join(
                     _fmt(r[k]) for k in ('flops', 'latency', 'latency_per_flops', 'train_iter',
                                          'peak_memory')))
+    return lines
+
+
+def format_table(result: Dict) -> str:
+    """The benchmark as text: one block per size (and allocator), the target, the dataloader."""
+    labels = result.get('labels', LABELS)
+    settings = result['settings']
+    lines = []
+    if settings.get('config', DEFAULT_CONFIG) != DEFAULT_CONFIG or settings.get('cfg_options'):
+        lines.append(f'* EQUISeg from {osp.relpath(settings["config"], ROOT)}, options '
+                     f'{settings.get("cfg_options") or {}}')
+    lines += _size_blocks(result, labels)
+    for other in result.get('other_allocators', {}).values():
+        lines += _size_blocks(other, labels)
+    for check in result.get('target', []):
+        lines.append(
+            f'\ntarget: {labels.get(TARGET["model"], TARGET["model"])} at most '
+            f'{TARGET["ratio"]}x {labels.get(TARGET["baseline"], TARGET["baseline"])} at '
+            f'{TARGET["size"]}x{TARGET["size"]}, allocator {check["allocator"]}: '
+            f'{check["ratio"]:.2f}x -> {"met" if check["met"] else "NOT met"}')
     loader = result.get('dataloader')
     if loader:
         lines.append(f'\ndataloader: {loader["samples_per_s_per_worker"]:.1f} samples/s per '
@@ -530,24 +575,35 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
     torch.set_num_threads(args.threads)
     device = args.device
     names = list(args.models)
-    malloc_kept = keep_freed_memory() if args.malloc_keep else False
+    malloc_kept = keep_freed_memory() if args.allocator == 'keep' else False
     models = OrderedDict((name, build_model(name, args.config, device, args.cfg_options))
                          for name in names)
+    wrappers = {}
+    if args.compile:
+        for name in [n for n in names if n in COMPILABLE]:
+            compiled = f'{name}+compile'
+            models[compiled] = models[name]  # the same modules, compiled separately
+            wrappers[compiled] = torch.compile(TensorModeModel(models[name]).eval())
+        names = list(models)
     result = dict(machine=machine_info(device),
                   settings=dict(sizes=args.sizes, repeats=args.repeats, warmup=args.warmup,
                                 train_repeats=args.train_repeats, threads=args.threads,
                                 batch=args.batch, train_batch=args.train_batch, device=device,
                                 models=names, config=args.config,
                                 cfg_options=args.cfg_options or {}, quick=args.quick,
-                                malloc_keep=malloc_kept),
+                                allocator=args.allocator, malloc_keep=malloc_kept,
+                                compile=args.compile),
                   flop_method=FLOP_METHOD, memory_method=MEMORY_METHOD,
-                  labels={n: LABELS[n] + ('*' if n == 'equiseg-b0' and (
+                  labels={n: _label(n) + ('*' if n.startswith('equiseg-b0') and (
                       args.cfg_options or args.config != DEFAULT_CONFIG) else '')
                           for n in names}, results=OrderedDict(),
                   ratios=OrderedDict(), schedule=[])
     for size in args.sizes:
         per_model = OrderedDict()
         for name, model in models.items():
+            if name in wrappers:  # the compiled path has the uncompiled one's arithmetic
+                per_model[name] = copy.deepcopy(per_model[name.split('+')[0]])
+                continue
             info = complexity(model, (size, size))
             per_model[name] = dict(params=info['params'],
                                    params_inference=info['params_inference'],
@@ -557,23 +613,25 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
                                    flops_not_counted=info['not_counted'])
         if args.repeats > 0:
             lat = measure_latency(models, size, args.warmup, args.repeats, args.batch, device,
-                                  schedule=result['schedule'])
+                                  schedule=result['schedule'], wrappers=wrappers)
             for name in names:
                 per_model[name]['latency_s'] = lat[name]
                 per_model[name]['images_per_s'] = args.batch / lat[name]['median']
             if device.startswith('cuda'):
                 amp = measure_latency(models, size, args.warmup, args.repeats, args.batch,
-                                      device, amp=True, schedule=result['schedule'])
+                                      device, amp=True, schedule=result['schedule'],
+                                      wrappers=wrappers)
                 for name in names:
                     per_model[name]['latency_amp_s'] = amp[name]
                     per_model[name]['images_per_s_amp'] = args.batch / amp[name]['median']
+        plain = OrderedDict((n, m) for n, m in models.items() if n not in wrappers)
         if args.train_repeats > 0:
-            train = measure_train_iter(models, size, min(args.warmup, 1), args.train_repeats,
+            train = measure_train_iter(plain, size, min(args.warmup, 1), args.train_repeats,
                                        args.train_batch, device, schedule=result['schedule'])
-            for name in names:
+            for name in plain:
                 per_model[name]['train_iter_s'] = train[name]
         if not args.no_memory:
-            for name in names:
+            for name in plain:
                 mem = measure_peak_memory(name, size, args.threads, device, args.config,
                                           args.cfg_options, args.batch)
                 per_model[name]['peak_memory_bytes'] = mem['peak_bytes']
@@ -582,7 +640,65 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
         result['ratios'][str(size)] = compute_ratios(per_model)
     if args.data_samples > 0:
         result['dataloader'] = dataloader_throughput(args.data_root, args.data_samples)
+    result['target'] = check_target(result)
     return result
+
+
+def _label(name: str) -> str:
+    base, _, suffix = name.partition('+')
+    return LABELS[base] + (f' +{suffix}' if suffix else '')
+
+
+def run_other_allocator(argv: Sequence[str], allocator: str) -> Dict:
+    """The latency part of this benchmark (no memory, no dataloader) with another allocator
+    setting, in a fresh process; returns its JSON result."""
+    with tempfile.TemporaryDirectory(prefix='equiseg_bench_') as tmp:
+        out = osp.join(tmp, 'result.json')
+        cmd = [sys.executable, osp.abspath(__file__), *argv, '--allocator', allocator,
+               '--no-memory', '--data-samples', '0', '--out', out]
+        print(f'\n[benchmark] the same with --allocator {allocator} in a fresh process ...',
+              flush=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f'the --allocator {allocator} run failed (exit '
+                               f'{proc.returncode}):\n{proc.stdout[-3000:]}')
+        with open(out) as f:
+            return json.load(f)
+
+
+def _strip_allocator_args(argv: Sequence[str]) -> List[str]:
+    """``argv`` without ``--allocator X``, ``--malloc-keep``, ``--out X``, ``--no-memory`` and
+    ``--data-samples X`` (the child run sets its own)."""
+    out, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+            continue
+        key = arg.split('=', 1)[0]
+        if key in ('--allocator', '--out', '--data-samples'):
+            skip = 0 if '=' in arg else 1
+            continue
+        if key in ('--malloc-keep', '--no-memory'):
+            continue
+        out.append(arg)
+    return out
+
+
+def check_target(result: Dict) -> List[Dict]:
+    """The project's performance target (:data:`TARGET`) for every allocator setting in
+    ``result`` that timed both models at the target size."""
+    runs = [(result['settings'].get('allocator', 'default'), result)]
+    runs += [(name, other) for name, other in result.get('other_allocators', {}).items()]
+    checks = []
+    for allocator, run in runs:
+        per_model = run['results'].get(str(TARGET['size']), {})
+        model, base = per_model.get(TARGET['model']), per_model.get(TARGET['baseline'])
+        if not model or not base or 'latency_s' not in model or 'latency_s' not in base:
+            continue
+        ratio = model['latency_s']['median'] / base['latency_s']['median']
+        checks.append(dict(allocator=allocator, ratio=ratio, limit=TARGET['ratio'],
+                           met=ratio <= TARGET['ratio']))
+    return checks
 
 
 def _label_modules(model: torch.nn.Module, labelled: Sequence[str],
@@ -689,10 +805,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--data-samples', type=int, default=32,
                         help='samples timed for the dataloader throughput (0: skip)')
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
+    parser.add_argument('--allocator', choices=('default', 'keep', 'both'), default='default',
+                        help="glibc's memory allocator: as started ('default'), keeping freed "
+                        "memory for reuse instead of page-faulting every large buffer in again "
+                        "('keep', see the module docstring; latency and training time only), or "
+                        "'both' (the latency and training runs again with 'keep' in a fresh "
+                        'process)')
     parser.add_argument('--malloc-keep', action='store_true',
-                        help='glibc keeps freed memory for reuse instead of page-faulting every '
-                        'large buffer in again (see the module docstring); latency and training '
-                        'time only')
+                        help='the same as --allocator keep')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time torch.compile (inductor) of the tensor-mode path of '
+                        f'{" and ".join(COMPILABLE)} (rows "+compile"; first_s in the JSON is '
+                        'compilation plus one run)')
     parser.add_argument('--out', default=None, help='write the results as JSON here')
     parser.add_argument('--quick', action='store_true',
                         help='smoke run: 64x64, 2 repeats, 1 warm-up, 1 train iteration, '
@@ -717,12 +841,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.repeats < 0 or args.warmup < 0 or args.train_repeats < 0 or args.threads < 1:
         parser.error('--repeats, --warmup and --train-repeats must be >= 0, --threads >= 1')
     args.models = list(OrderedDict.fromkeys(args.models))
+    if args.malloc_keep:
+        if args.allocator not in ('default', 'keep'):
+            parser.error(f'--malloc-keep contradicts --allocator {args.allocator}')
+        args.allocator = 'keep'
     if args.cfg_json is not None:  # the memory subprocess gets the parent's --cfg-options
         args.cfg_options = json.loads(args.cfg_json) or None
     return args
 
 
 def main(argv=None) -> Dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.memory_child:
         name, size = args.memory_child
@@ -732,7 +861,15 @@ def main(argv=None) -> Dict:
     if args.profile:
         result = run_profile(args)
     else:
+        both = args.allocator == 'both'
+        if both:
+            args.allocator = 'default'
         result = run_benchmark(args)
+        if both:
+            other = run_other_allocator(_strip_allocator_args(argv), 'keep')
+            result['other_allocators'] = {'keep': {k: other[k] for k in (
+                'settings', 'results', 'ratios', 'schedule', 'machine')}}
+            result['target'] = check_target(result)
         print(format_table(result))
     if args.out:
         if osp.dirname(args.out):

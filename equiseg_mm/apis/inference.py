@@ -8,8 +8,8 @@ The three functions mirror mmseg's ``init_model`` / ``inference_model`` / ``show
 
 An absent modality goes through the missing-modality protocol of the test loop: a zero
 placeholder is stacked in its place and the data preprocessor zeroes it after normalisation
-(``missing_modalities``), so a prediction here equals the one the robustness test makes for the
-same subset of modalities.
+(:meth:`MultiModalSegDataPreProcessor.protocol`, as the test loop runs its EMM passes), so a
+prediction here equals the one the robustness test makes for the same subset of modalities.
 """
 import copy
 import os
@@ -32,30 +32,21 @@ from mmseg.visualization import SegLocalVisualizer
 
 from ..datasets.transforms import LoadMultiModalImageFromFiles
 from ..datasets.transforms.load_multi_modal_image_from_files import ModalitySource
+from ..models import get_multimodal_preprocessor
 from ..utils import unwrap_model
 
 _LOADER = 'LoadMultiModalImageFromFiles'
-
-
-def _preprocessor(model: torch.nn.Module):
-    """The model's data preprocessor; it must implement the missing-modality protocol."""
-    pre = getattr(unwrap_model(model), 'data_preprocessor', None)
-    lacking = [a for a in ('modalities', 'channels', 'missing_modalities', 'missing_ratio')
-               if not hasattr(pre, a)]
-    if lacking:
-        raise TypeError(f'the model needs a MultiModalSegDataPreProcessor (or a data preprocessor '
-                        f'with the attributes modalities, channels, missing_modalities, '
-                        f'missing_ratio); {type(pre).__name__} lacks {lacking}')
-    return pre
 
 
 @contextmanager
 def missing_modalities(model: torch.nn.Module, names: Sequence[str]) -> Iterator[None]:
     """Run the model with ``names`` entirely missing (EMM), then restore the preprocessor.
 
-    Sets the data preprocessor's ``missing_modalities`` to ``names`` and ``missing_ratio`` to
-    1.0 for the ``with`` block and puts back the previous values afterwards, also when the block
-    raises.
+    A shorthand for ``model.data_preprocessor.protocol(missing=names, ratio=1.0)`` (see
+    :meth:`MultiModalSegDataPreProcessor.protocol`) on a model or a wrapper of one: the
+    preprocessor's ``missing_modalities`` and ``missing_ratio`` are set for the ``with`` block
+    and put back afterwards, also when the block raises; its ``noise_density`` is left as
+    configured.
 
     Args:
         model (torch.nn.Module): A segmentor (or a wrapper of one) whose data preprocessor is a
@@ -67,14 +58,9 @@ def missing_modalities(model: torch.nn.Module, names: Sequence[str]) -> Iterator
         >>> with missing_modalities(model, ['depth']):
         ...     outputs = model.test_step(data_batch)
     """
-    pre = _preprocessor(model)
-    saved = (pre.missing_modalities, pre.missing_ratio)
-    try:
-        pre.missing_modalities = tuple(names)
-        pre.missing_ratio = 1.0
+    pre = get_multimodal_preprocessor(model, 'missing_modalities')
+    with pre.protocol(missing=tuple(names), ratio=1.0):
         yield
-    finally:
-        pre.missing_modalities, pre.missing_ratio = saved
 
 
 def _dataset_meta_from_config(cfg: Config, num_classes: Optional[int],
@@ -145,7 +131,7 @@ def init_multimodal_model(config: Union[str, Path, Config],
         raise FileNotFoundError(f'checkpoint file {str(checkpoint)!r} does not exist')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = init_model(cfg, None, device=device, cfg_options=cfg_options)
-    pre = _preprocessor(model)
+    pre = get_multimodal_preprocessor(model, 'init_multimodal_model')
     meta = None
     if checkpoint is not None:
         loaded = load_checkpoint(model, str(checkpoint), map_location='cpu')
@@ -231,10 +217,10 @@ def inference_multimodal(model: torch.nn.Module,
     in the dataset path) sets the size, every resize is logged as a warning, and a modality
     larger than that one is an error. Each absent
     modality gets a zero placeholder and is zeroed by the data preprocessor after normalisation
-    (``missing_modalities``, EMM), exactly as the missing-modality test does; the
-    preprocessor's ``missing_modalities`` and ``missing_ratio`` are restored afterwards, also on
-    error (its ``noise_density`` is left as configured). The rest of the config's test pipeline
-    runs without annotation loading.
+    (``protocol(missing=absent, ratio=1.0)``, EMM), exactly as the missing-modality test does;
+    the preprocessor's ``missing_modalities`` and ``missing_ratio`` are restored afterwards,
+    also on error (its ``noise_density`` is left as configured). The rest of the config's test
+    pipeline runs without annotation loading.
 
     Args:
         model (torch.nn.Module): From :func:`init_multimodal_model`.
@@ -255,7 +241,7 @@ def inference_multimodal(model: torch.nn.Module,
         FileNotFoundError: A modality file does not exist (names the modality and the path).
         TypeError: A modality is neither a path, an array nor None.
     """
-    pre = _preprocessor(model)
+    pre = get_multimodal_preprocessor(model, 'inference_multimodal')
     modalities = list(pre.modalities)
     unknown = [n for n in modality_files if n not in modalities]
     if unknown:
@@ -267,7 +253,7 @@ def inference_multimodal(model: torch.nn.Module,
     present = tuple(n for n in modalities if modality_files.get(n) is not None)
     absent = tuple(n for n in modalities if n not in present)
     data = dict(inputs=[packed['inputs']], data_samples=[packed['data_samples']])
-    with missing_modalities(model, absent), torch.no_grad():
+    with pre.protocol(missing=absent, ratio=1.0), torch.no_grad():
         result = model.test_step(data)[0]
     result.set_metainfo(dict(present_modalities=present, missing_modalities=absent))
     return result

@@ -2,31 +2,55 @@
 import contextlib
 import os.path as osp
 import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.evaluator import Evaluator
-from mmengine.logging import print_log
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import TestLoop
 from mmengine.runner.amp import autocast
-from mmengine.runner.loops import _parse_losses, _update_losses
+from mmengine.structures import BaseDataElement
 from mmseg.registry import LOOPS
 from torch.utils.data import DataLoader
 
 from ..evaluation import ModalityBalanceMetric
+from ..models import MultiModalMiT, get_multimodal_preprocessor
 from ..utils import check_modalities, modality_subsets, subset_name
 from ..utils.misc import unwrap_model
 
-_STATE = ('missing_modalities', 'missing_ratio', 'noise_density')
+__all__ = ['MissingModalityTestLoop']
 
 
-class _Pass:
-    """One evaluation pass: the tags and the data preprocessor settings it runs with."""
+class _Pass(NamedTuple):
+    """One evaluation pass: its tags and the data preprocessor's protocol setting."""
+    setting: str
+    subset: str
+    missing: Tuple[str, ...]
+    ratio: float
+    noise: float
 
-    def __init__(self, setting: str, subset: str, missing: Tuple[str, ...], ratio: float,
-                 noise: float) -> None:
-        self.setting, self.subset = setting, subset
-        self.state = dict(missing_modalities=missing, missing_ratio=ratio, noise_density=noise)
+
+def _pop_losses(outputs: list, losses: Optional[Dict[str, HistoryBuffer]]) -> list:
+    """The outputs without a trailing loss element (mmengine's test-loss convention: a last
+    ``BaseDataElement`` whose only key is ``loss``), whose values are added to ``losses``."""
+    if not (outputs and isinstance(outputs[-1], BaseDataElement)
+            and outputs[-1].keys() == ['loss']):
+        return outputs
+    loss = outputs[-1].loss
+    if losses is not None:
+        for name, value in loss.items():
+            values = [value] if isinstance(value, torch.Tensor) else list(value)
+            for v in values:
+                if isinstance(v, torch.Tensor):
+                    losses.setdefault(name, HistoryBuffer()).update(v.item())
+    return outputs[:-1]
+
+
+def _mean_losses(losses: Dict[str, HistoryBuffer], stage: str) -> Dict[str, float]:
+    """Each loss's mean, plus ``<stage>_loss``: the sum of those whose name holds 'loss'."""
+    out = {name: buffer.mean() for name, buffer in losses.items()}
+    out[f'{stage}_loss'] = sum(v for k, v in out.items() if 'loss' in k)
+    return out
 
 
 def _check_fractions(values: Sequence[float], key: str) -> Tuple[float, ...]:
@@ -47,10 +71,10 @@ class MissingModalityTestLoop(TestLoop):
     """Test loop for the missing-modality (EMM, RMM) and noisy-modality (NM) protocols.
 
     The dataloader is iterated **once**. Each batch goes through every pass in turn: the loop
-    sets the data preprocessor's ``missing_modalities``, ``missing_ratio`` and ``noise_density``,
-    calls ``model.test_step``, tags each output's metainfo with ``eval_setting`` and
-    ``eval_subset`` and hands it to the evaluator. The preprocessor's attributes are restored
-    after every batch, also when a pass raises. The passes per batch are:
+    calls ``model.test_step`` under the pass's setting of the data preprocessor
+    (:meth:`MultiModalSegDataPreProcessor.protocol`, which restores the preprocessor afterwards,
+    also when a pass raises), tags each output's metainfo with ``eval_setting`` and
+    ``eval_subset`` and hands it to the evaluator. The passes per batch are:
 
     - ``EMM``: every subset of ``subsets`` (the full set, tagged ``'full'``, first), missing
       modalities zeroed entirely (``missing_ratio=1.0``);
@@ -86,11 +110,12 @@ class MissingModalityTestLoop(TestLoop):
             each in (0, 1]. Defaults to ().
         nm_densities (Sequence[float]): Salt-and-pepper densities of the NM passes, each in
             (0, 1]. Defaults to ().
-        reuse_branch_outputs (bool): When the backbone offers ``reuse_branch_outputs`` (as
-            :class:`MultiModalMiT` does), reuse each branch's output across the passes of a batch:
-            over the EMM passes a branch runs twice per batch (its input and zeros) instead of
-            once per subset (RMM/NM passes change the inputs and run). The results are
-            bit-identical. Defaults to True.
+        reuse_branch_outputs (bool): When the backbone is a :class:`MultiModalMiT`, run the
+            test under its :meth:`~MultiModalMiT.reuse_branch_outputs`, which reuses each
+            branch's output across the passes of a batch: over the EMM passes a branch runs
+            twice per batch (its input and zeros) instead of once per subset (RMM/NM passes
+            change the inputs and run). The results are bit-identical. Other backbones run
+            every pass in full. Defaults to True.
     """
 
     def __init__(self,
@@ -104,7 +129,7 @@ class MissingModalityTestLoop(TestLoop):
                  reuse_branch_outputs: bool = True) -> None:
         super().__init__(runner, dataloader, evaluator, fp16)
         self.reuse_branch_outputs = bool(reuse_branch_outputs)
-        preprocessor = self._preprocessor()
+        preprocessor = get_multimodal_preprocessor(self.runner.model, 'MissingModalityTestLoop')
         self.modalities: List[str] = list(preprocessor.modalities)
         self.subsets = self._check_subsets(subsets)
         self.rmm_ratios = _check_fractions(rmm_ratios, 'rmm_ratios')
@@ -126,20 +151,6 @@ class MissingModalityTestLoop(TestLoop):
         self.passes = self._build_passes()
 
     # ----------------------------------------------------------------- set-up
-    def _model(self):
-        return unwrap_model(self.runner.model)
-
-    def _preprocessor(self):
-        """The model's data preprocessor; it must have the attributes of the protocol."""
-        preprocessor = getattr(self._model(), 'data_preprocessor', None)
-        missing = [a for a in _STATE + ('modalities', ) if not hasattr(preprocessor, a)]
-        if missing:
-            raise TypeError(
-                f'MissingModalityTestLoop needs a data preprocessor with the attributes '
-                f'{list(_STATE + ("modalities", ))} (e.g. MultiModalSegDataPreProcessor); '
-                f'{type(preprocessor).__name__} lacks {missing}')
-        return preprocessor
-
     def _check_subsets(self, subsets) -> List[Tuple[str, ...]]:
         """Validated subsets in modality order, the full set first, without repeats."""
         full = tuple(self.modalities)
@@ -201,8 +212,8 @@ class MissingModalityTestLoop(TestLoop):
 
         start = time.time()
         with contextlib.ExitStack() as stack:
-            backbone = getattr(self._model(), 'backbone', None)
-            if self.reuse_branch_outputs and hasattr(backbone, 'reuse_branch_outputs'):
+            backbone = getattr(unwrap_model(self.runner.model), 'backbone', None)
+            if self.reuse_branch_outputs and isinstance(backbone, MultiModalMiT):
                 # every subset of a batch feeds each branch either its input or zeros
                 stack.enter_context(backbone.reuse_branch_outputs())
             for idx, data_batch in enumerate(self.dataloader):
@@ -226,7 +237,7 @@ class MissingModalityTestLoop(TestLoop):
                   'current')
 
         if self.test_loss:
-            metrics.update(_parse_losses(self.test_loss, 'test'))
+            metrics.update(_mean_losses(self.test_loss, 'test'))
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         return metrics
@@ -240,32 +251,24 @@ class MissingModalityTestLoop(TestLoop):
             data_batch (dict): A batch from the dataloader.
         """
         self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
-        preprocessor = self._preprocessor()
-        saved = {a: getattr(preprocessor, a) for a in _STATE}
+        preprocessor = get_multimodal_preprocessor(self.runner.model, 'MissingModalityTestLoop')
         clean_outputs = None
-        try:
-            for i, p in enumerate(self.passes):
-                for attr, value in p.state.items():
-                    setattr(preprocessor, attr, value)
-                with autocast(enabled=self.fp16):
-                    outputs = self.runner.model.test_step(data_batch)
-                if i == 0:  # the clean full set: every metric, and the test loss
-                    outputs, self.test_loss = _update_losses(outputs, self.test_loss)
+        for i, p in enumerate(self.passes):
+            with preprocessor.protocol(missing=p.missing, ratio=p.ratio, noise=p.noise), \
+                    autocast(enabled=self.fp16):
+                outputs = self.runner.model.test_step(data_batch)
+            # the clean full set (first): every metric, and the test loss
+            outputs = _pop_losses(outputs, self.test_loss if i == 0 else None)
+            for sample in outputs:
+                tags = dict(eval_setting=p.setting, eval_subset=p.subset)
+                if isinstance(sample, dict):
+                    sample.update(tags)
                 else:
-                    outputs, _ = _update_losses(outputs, {})
-                for sample in outputs:
-                    tags = dict(eval_setting=p.setting, eval_subset=p.subset)
-                    if isinstance(sample, dict):
-                        sample.update(tags)
-                    else:
-                        sample.set_metainfo(tags)
-                if i == 0:
-                    clean_outputs = outputs
-                    self.evaluator.process(data_samples=outputs, data_batch=data_batch)
-                else:
-                    self._balance_evaluator.process(data_samples=outputs, data_batch=data_batch)
-        finally:
-            for attr, value in saved.items():
-                setattr(preprocessor, attr, value)
+                    sample.set_metainfo(tags)
+            if i == 0:
+                clean_outputs = outputs
+                self.evaluator.process(data_samples=outputs, data_batch=data_batch)
+            else:
+                self._balance_evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
                               outputs=clean_outputs)

@@ -1,16 +1,21 @@
 """Data preprocessor for stacked multimodal inputs, with the missing/noisy-modality protocols."""
+import contextlib
 from collections.abc import Mapping
 from numbers import Number
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
+import torch.nn as nn
 
 from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.registry import MODELS
 from mmseg.utils import stack_batch
 
-from ..utils import seed_from
+from ..utils import seed_from, unwrap_model
 from ..utils.modalities import channel_slices, check_modalities
+
+__all__ = ['MultiModalSegDataPreProcessor', 'get_multimodal_preprocessor',
+           'is_multimodal_preprocessor']
 
 #: ImageNet statistics, used for every modality by default (as the CMNeXt reference does).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -98,6 +103,15 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
     its own mean and std, zero the missing modalities (EMM) or a random part of them (RMM,
     ``missing_ratio`` < 1), drop random modalities while training (``modality_dropout``); then pad
     and stack the batch with mmseg's ``stack_batch``, as :class:`SegDataPreProcessor` does.
+
+    The preprocessor owns the state of the missing/noisy-modality protocol
+    (``missing_modalities``, ``missing_ratio``, ``noise_density``: the config values by
+    default). Code that runs the model under another setting uses :meth:`protocol`, which
+    restores the state afterwards; the robustness test loop, the inference API and the
+    modality panels all go through it::
+
+        with model.data_preprocessor.protocol(missing=('lidar', ), ratio=1.0, noise=0.0):
+            outputs = model.test_step(data_batch)
 
     Randomness: while training, mmseg/torch's global generator is used (so the runner's seed
     governs it; modality dropout draws from the CPU one). While testing, RMM masks and NM noise
@@ -249,7 +263,7 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
         self.missing_ratio = missing_ratio
         self.noise_density = noise_density
 
-    # --- protocol attributes, set by the test loop between passes ------------------------------
+    # --- protocol state: the config values, changed for a while by protocol() ------------------
     @property
     def modalities(self) -> List[str]:
         """list[str]: The modality names in stacking order (read-only)."""
@@ -297,6 +311,57 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
     def reset_seed(self) -> None:
         """Re-seed the test-time generator used for samples without ``img_path``/``sample_idx``."""
         self._fallback_generator.manual_seed(self.seed)
+
+    @contextlib.contextmanager
+    def protocol(self,
+                 missing: Optional[Sequence[str]] = None,
+                 ratio: Optional[float] = None,
+                 noise: Optional[float] = None) -> Iterator['MultiModalSegDataPreProcessor']:
+        """Run the ``with`` block under one setting of the missing/noisy-modality protocol.
+
+        Sets ``missing_modalities``, ``missing_ratio`` and ``noise_density`` for the block and
+        puts the previous values back afterwards, also when the block raises or a value is
+        refused (then nothing has run). Setting them re-seeds the generator of the samples
+        without ``img_path``/``sample_idx`` (:meth:`reset_seed`), on entry and on exit, so each
+        block starts from the same random state. The settings of the robustness protocols:
+
+        - EMM, subset s: ``missing`` = the modalities outside s, ``ratio=1.0``, ``noise=0.0``;
+        - RMM@r: as EMM with ``ratio=r``;
+        - NM@d: ``missing=()``, ``ratio=1.0``, ``noise=d``.
+
+        Args:
+            missing (Sequence[str] | str, optional): Modalities zeroed after normalisation
+                (``missing_modalities``); at least one modality must remain. Defaults to None
+                (keep the current value).
+            ratio (float, optional): In (0, 1]; 1.0 zeroes the whole missing modalities (EMM),
+                less zeroes each of their elements with this probability (RMM)
+                (``missing_ratio``). Defaults to None (keep the current value).
+            noise (float, optional): In [0, 1]; salt-and-pepper density on every modality (NM)
+                (``noise_density``). Defaults to None (keep the current value).
+
+        Yields:
+            MultiModalSegDataPreProcessor: This preprocessor, under the setting.
+
+        Raises:
+            ValueError: An unknown modality, every modality missing, or a ratio or density out
+                of range (the message names the argument and the allowed values).
+
+        Example:
+            >>> pre = model.data_preprocessor
+            >>> with pre.protocol(missing=['depth', 'lidar'], ratio=0.5):
+            ...     outputs = model.test_step(data_batch)  # RMM@0.5 on rgb+event
+        """
+        saved = (self._missing_modalities, self._missing_ratio, self._noise_density)
+        try:
+            if missing is not None:
+                self.missing_modalities = missing
+            if ratio is not None:
+                self.missing_ratio = ratio
+            if noise is not None:
+                self.noise_density = noise
+            yield self
+        finally:
+            self.missing_modalities, self.missing_ratio, self.noise_density = saved
 
     # --- helpers ------------------------------------------------------------------------------
     def _uniform(self, shape: tuple, device: torch.device,
@@ -433,3 +498,42 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
             else:
                 inputs = torch.stack(inputs, dim=0)
         return dict(inputs=inputs, data_samples=data_samples)
+
+
+def is_multimodal_preprocessor(obj: Any) -> bool:
+    """Whether ``obj`` is a data preprocessor of the missing/noisy-modality protocol.
+
+    The one check the test loop, the inference API and the visualisation share: a
+    :class:`MultiModalSegDataPreProcessor` (or a subclass of it).
+
+    Args:
+        obj (Any): The object to check, e.g. ``model.data_preprocessor``.
+
+    Returns:
+        bool: True for a :class:`MultiModalSegDataPreProcessor`.
+    """
+    return isinstance(obj, MultiModalSegDataPreProcessor)
+
+
+def get_multimodal_preprocessor(model: nn.Module,
+                                user: str = 'this function') -> MultiModalSegDataPreProcessor:
+    """The data preprocessor of ``model`` (unwrapped from DDP and the like), checked.
+
+    Args:
+        model (nn.Module): A segmentor or a wrapper of one.
+        user (str): Who needs it, for the error message. Defaults to 'this function'.
+
+    Returns:
+        MultiModalSegDataPreProcessor: ``model.data_preprocessor``.
+
+    Raises:
+        TypeError: The model's data preprocessor is not a
+            :class:`MultiModalSegDataPreProcessor` (names ``user`` and the type found).
+    """
+    pre = getattr(unwrap_model(model), 'data_preprocessor', None)
+    if not is_multimodal_preprocessor(pre):
+        raise TypeError(f"{user} needs a model whose data_preprocessor is a "
+                        f"MultiModalSegDataPreProcessor (or a subclass; set "
+                        f"model.data_preprocessor=dict(type='MultiModalSegDataPreProcessor', "
+                        f"modalities=[...]) in the config), got {type(pre).__name__}")
+    return pre

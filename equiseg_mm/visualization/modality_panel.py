@@ -26,8 +26,10 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
-from ..apis.inference import missing_modalities
+from ..models import get_multimodal_preprocessor
 from ..utils import unwrap_model
+
+__all__ = ['draw_modality_panel', 'predict_modality_variants', 'visualize_modalities']
 
 LabelLike = Union[np.ndarray, torch.Tensor, PixelData]
 
@@ -232,7 +234,10 @@ def predict_modality_variants(model: torch.nn.Module, data_batch: dict,
     """Predict a batch with all modalities and with each single modality missing.
 
     Each variant runs ``model.test_step`` on a copy of the batch's data samples with the
-    variant's modalities zeroed after normalisation (:func:`missing_modalities`).
+    variant's modalities zeroed after normalisation: under the data preprocessor's
+    ``protocol(missing=variant, ratio=1.0)`` (see
+    :meth:`~equiseg_mm.models.MultiModalSegDataPreProcessor.protocol`), which restores it
+    afterwards.
 
     Args:
         model (torch.nn.Module): A multimodal segmentor (or a wrapper of one).
@@ -244,13 +249,14 @@ def predict_modality_variants(model: torch.nn.Module, data_batch: dict,
         dict[tuple[str, ...], list[SegDataSample]]: Missing modalities -> predictions.
     """
     model = unwrap_model(model)
-    names = list(model.data_preprocessor.modalities)
+    pre = get_multimodal_preprocessor(model, 'predict_modality_variants')
+    names = list(pre.modalities)
     if variants is None:
         variants = [()] + ([(m, ) for m in names] if len(names) > 1 else [])
     out = {}
     for missing in variants:
         batch = dict(data_batch, data_samples=copy.deepcopy(data_batch['data_samples']))
-        with missing_modalities(model, missing), torch.no_grad():
+        with pre.protocol(missing=tuple(missing), ratio=1.0), torch.no_grad():
             out[tuple(missing)] = model.test_step(batch)
     return out
 
@@ -292,7 +298,7 @@ def visualize_modalities(model: torch.nn.Module,
         raise ValueError(f'sample indices {bad} are out of range for a dataset of '
                          f'{len(dataset)} samples')
     core = unwrap_model(model)
-    pre = core.data_preprocessor
+    pre = get_multimodal_preprocessor(core, 'visualize_modalities')
     meta = dict(getattr(dataset, 'metainfo', None) or {})
     if not meta.get('classes') or not meta.get('palette'):
         meta = dict(getattr(core, 'dataset_meta', None) or {})
@@ -313,7 +319,7 @@ def visualize_modalities(model: torch.nn.Module,
                 data['inputs'], pre.modalities, pre.channels,
                 {k: v[0].pred_sem_seg for k, v in predictions.items()}, meta,
                 gt=sample.gt_sem_seg if 'gt_sem_seg' in sample else None,
-                header=' '.join([stem] + tags), rgb_modality=getattr(pre, 'rgb_modality', 'rgb'),
+                header=' '.join([stem] + tags), rgb_modality=pre.rgb_modality,
                 opacity=opacity, tile_width=tile_width)
             out = osp.join(out_dir, f'{prefix}{int(idx):04d}_{stem}.png')
             mmcv.imwrite(mmcv.rgb2bgr(panel), out)

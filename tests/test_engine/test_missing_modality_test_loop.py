@@ -10,9 +10,10 @@ model: rgb sees columns 0 and 1, depth column 2, event column 3. A wrong column 
 flipped (1 on top, 0 below). With w wrong columns both classes have I = 4 - w and
 U = 4 + w, so the summed IoU over samples is sum(4 - w_i) / sum(4 + w_i) for each class.
 At night the dataset's rgb channel is black (rgb never reaches the model). The fake
-preprocessor zeroes a missing modality when ``missing_ratio >= 0.5`` (so RMM@0.25 loses
-nothing and RMM@0.75 behaves as EMM) and, when ``noise_density > 0.1``, marks the rgb channel
-as noisy, which costs column 0.
+preprocessor (a MultiModalSegDataPreProcessor whose ``forward`` is replaced; the loop sets it
+with the real ``protocol``) zeroes a missing modality when ``missing_ratio >= 0.5`` (so RMM@0.25
+loses nothing and RMM@0.75 behaves as EMM) and, when ``noise_density > 0.1``, marks the rgb
+channel as noisy, which costs column 0.
 """
 import json
 import uuid
@@ -24,10 +25,11 @@ from torch.utils.data import Dataset
 import equiseg_mm  # noqa: F401,I001  (first: compat fixes, registration)
 from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.runner import Runner
-from mmengine.structures import PixelData
+from mmengine.structures import BaseDataElement, PixelData
 from mmseg.structures import SegDataSample
 
 from equiseg_mm.engine import MissingModalityTestLoop
+from equiseg_mm.models import MultiModalSegDataPreProcessor
 
 MODS = ('rgb', 'depth', 'event')
 COLUMNS = dict(rgb=(0, 1), depth=(2, ), event=(3, ))
@@ -52,18 +54,14 @@ class TinyDataset(Dataset):
         if condition == 'night':
             inputs[0] = 0  # black rgb
         sample = SegDataSample(gt_sem_seg=PixelData(data=GT[None].clone()))
-        sample.set_metainfo(dict(condition=condition, case=case))
+        sample.set_metainfo(dict(sample_idx=idx, condition=condition, case=case))
         return dict(inputs=inputs, data_samples=sample)
 
 
-class FakePreprocessor(BaseDataPreprocessor):
+class FakePreprocessor(MultiModalSegDataPreProcessor):
 
     def __init__(self):
-        super().__init__()
-        self.modalities = list(MODS)
-        self.missing_modalities = ()
-        self.missing_ratio = 1.0
-        self.noise_density = 0.0
+        super().__init__(modalities=MODS, channels=[1, 1, 1])
         self.calls = []
 
     def forward(self, data, training=False):
@@ -241,6 +239,26 @@ def test_loop_needs_balance_metric_and_protocol_preprocessor(tmp_path):
     with pytest.raises(ValueError, match='ModalityBalanceMetric'):
         runner.build_test_loop(runner._test_loop)
     runner = _runner(tmp_path, dict(type='MissingModalityTestLoop'))
-    del runner.model.data_preprocessor.noise_density
-    with pytest.raises(TypeError, match='noise_density'):
+    runner.model.data_preprocessor = BaseDataPreprocessor()
+    with pytest.raises(TypeError, match=r'MissingModalityTestLoop needs .*'
+                                        r'MultiModalSegDataPreProcessor.*BaseDataPreprocessor'):
         runner.build_test_loop(runner._test_loop)
+
+
+def test_loop_reports_the_test_loss_of_the_clean_pass(tmp_path):
+    """A model whose test_step appends a loss element (mmengine's convention): the loop strips
+    it from every pass and reports the mean of the clean full-set pass's values."""
+    runner = _runner(tmp_path, dict(type='MissingModalityTestLoop', subsets=[['rgb']]))
+    model, step = runner.model, runner.model.test_step
+    values = iter([1.0, 5.0, 3.0, 5.0])  # clean, rgb, clean, rgb
+
+    def test_step(data):
+        loss = BaseDataElement(loss=dict(loss_ce=torch.tensor(next(values))))
+        return step(data) + [loss]
+
+    model.test_step = test_step
+    metrics = runner.test()
+    assert metrics['loss_ce'] == pytest.approx(2.0)
+    assert metrics['test_loss'] == pytest.approx(2.0)
+    rgb_alone = _miou([_wrong(c, ('rgb', )) for c, _ in SAMPLES])
+    assert metrics['mm/mIoU/rgb'] == pytest.approx(rgb_alone, abs=0.006)

@@ -190,3 +190,26 @@ def test_hook_arguments_are_checked():
         MultiModalVisualizationHook(phases=('train', ))
     with pytest.raises(ValueError, match='opacity'):
         MultiModalVisualizationHook(opacity=2)
+
+
+def test_visualization_needs_a_multimodal_preprocessor_and_not_the_apis():
+    """The panels run the model through the data preprocessor's protocol; the visualisation
+    package depends on the models, never on the apis (mmseg's direction)."""
+    import subprocess
+    import sys
+
+    from mmengine.model import BaseModel
+
+    from equiseg_mm.visualization import predict_modality_variants
+
+    class Plain(BaseModel):
+        def forward(self, *args, **kwargs):
+            pass
+
+    with pytest.raises(TypeError, match='predict_modality_variants needs .*'
+                                        'MultiModalSegDataPreProcessor'):
+        predict_modality_variants(Plain(), dict(inputs=[], data_samples=[]))
+    code = ('import sys, equiseg_mm.visualization, equiseg_mm.engine; '
+            "sys.exit('equiseg_mm.apis' in sys.modules)")
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

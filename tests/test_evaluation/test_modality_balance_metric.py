@@ -53,9 +53,10 @@ def _sample(pred, gt=GT, **meta):
 
 
 def _run(metric, batches, dataset_meta):
-    """Feed ``batches`` as the test loop does: every pass of a batch with the same batch object.
+    """Feed ``batches`` as the test loop does: every pass of a batch in turn.
 
-    ``batches`` is a list of lists of passes; a pass is a list of data samples.
+    ``batches`` is a list of lists of passes; a pass is a list of data samples. Samples without
+    a ``sample_idx`` get their position in the data set (as mmengine's ``BaseDataset`` gives).
     """
     evaluator = Evaluator(metric)
     evaluator.dataset_meta = dataset_meta
@@ -63,6 +64,9 @@ def _run(metric, batches, dataset_meta):
     for passes in batches:
         data_batch = dict(inputs=[], data_samples=[])
         for samples in passes:
+            for i, sample in enumerate(samples):
+                if 'sample_idx' not in sample:
+                    sample.set_metainfo(dict(sample_idx=size + i))
             evaluator.process(samples, data_batch)
         size += len(passes[0])
     return evaluator.evaluate(size)
@@ -202,11 +206,11 @@ def test_passes_fold_into_one_record_per_sample():
     metric = ModalityBalanceMetric()
     evaluator = Evaluator(metric)
     evaluator.dataset_meta = dict(classes=CLASSES, modalities=('rgb', 'depth'))
-    for _ in range(2):  # two batches of two samples, three passes each
+    for b in range(2):  # two batches of two samples, three passes each
         batch = dict()
         for subset in ('full', 'rgb', 'depth'):
-            evaluator.process([_sample(A, eval_subset=subset), _sample(B, eval_subset=subset)],
-                              batch)
+            evaluator.process([_sample(A, eval_subset=subset, sample_idx=2 * b),
+                               _sample(B, eval_subset=subset, sample_idx=2 * b + 1)], batch)
     assert len(metric.results) == 4  # collect_results cuts the list at the dataset size
     assert all(set(r['hists']) == {('EMM', 'full'), ('EMM', 'rgb'), ('EMM', 'depth')}
                for r in metric.results)
@@ -214,6 +218,75 @@ def test_passes_fold_into_one_record_per_sample():
     # A and B twice each: a: I = 2*(3+3), U = 2*(3+4) -> 6/7;  b: I = 2*(3+2), U = 2*(3+3)
     assert res['mm/mIoU'] == pytest.approx((6 / 7 + 5 / 6) / 2 * 100, abs=0.006)
     assert res['mm/EMM_avg'] == pytest.approx((6 / 7 + 5 / 6) / 2 * 100, abs=0.006)
+
+
+def _passes_of_dataset():
+    """(sample, pass) -> prediction for 5 samples (by img_path, one also without sample_idx)
+    under 2 modalities: EMM full/rgb/depth, RMM@0.25 and RMM@0.75 rgb/depth, NM@0.1 full."""
+    preds = [A, B, C, D, E]
+    passes = [('EMM', 'full'), ('EMM', 'rgb'), ('EMM', 'depth'), ('RMM@0.25', 'rgb'),
+              ('RMM@0.25', 'depth'), ('RMM@0.75', 'rgb'), ('RMM@0.75', 'depth'),
+              ('NM@0.1', 'full')]
+    out = []
+    for i in range(5):
+        for j, (setting, subset) in enumerate(passes):
+            meta = dict(img_path=f'img/{i}_rgb.png', condition=('night', 'sun')[i % 2],
+                        eval_setting=setting, eval_subset=subset)
+            if i != 3:
+                meta['sample_idx'] = i
+            out.append((i, j, preds[(i + j) % 5], meta))
+    return out
+
+
+def _feed(records, batch_sizes):
+    """Evaluate ``records`` cut into consecutive process() calls of the given sizes (cycled),
+    each with a new data_batch object; the records left in the metric and the figures."""
+    metric = ModalityBalanceMetric(modalities=['rgb', 'depth'])
+    evaluator = Evaluator(metric)
+    evaluator.dataset_meta = dict(classes=CLASSES)
+    pos, k = 0, 0
+    while pos < len(records):
+        n = batch_sizes[k % len(batch_sizes)]
+        evaluator.process([_sample(p, **meta) for _, _, p, meta in records[pos:pos + n]],
+                          dict(inputs=[], data_samples=[]))
+        pos, k = pos + n, k + 1
+    count = len(metric.results)
+    return count, evaluator.evaluate(5)
+
+
+def test_same_figures_whatever_order_and_batching():
+    records = _passes_of_dataset()
+    # the test loop's order: a batch of samples, every pass of it in turn
+    loop_order = sorted(records, key=lambda r: (r[0] // 2, r[1], r[0]))
+    count, ref = _feed(loop_order, [2, 2, 2, 2, 2, 2, 2, 2, 1])
+    assert count == 5  # one record per sample
+    assert ref['mm/mIoU/rgb'] > 0 and 'mm/RMM@0.75/EMM_avg' in ref and 'mm/NM@0.1/mIoU' in ref
+    rng = np.random.RandomState(0)
+    for trial in range(4):
+        shuffled = [records[i] for i in rng.permutation(len(records))]
+        count, res = _feed(shuffled, [[1], [3], [2, 5, 1], [7, 4]][trial])
+        assert count == 5
+        assert res == ref and list(res) == list(ref)  # same figures, same order of the keys
+    # one sample per call, passes reversed
+    count, res = _feed(records[::-1], [1])
+    assert count == 5 and res == ref and list(res) == list(ref)
+    assert [k for k in ref if k.endswith('/EMM_avg')] == [
+        'mm/EMM_avg', 'mm/RMM@0.25/EMM_avg', 'mm/RMM@0.75/EMM_avg']
+
+
+def test_repeated_sample_and_samples_without_identity():
+    metric = ModalityBalanceMetric(modalities=['rgb', 'depth'])
+    metric.dataset_meta = dict(classes=CLASSES)
+    # a frame listed twice in a dataset: each pass comes twice, the frame counts twice
+    for subset in ('full', 'rgb', 'full', 'rgb'):
+        metric.process({}, [_sample(A, eval_subset=subset, sample_idx=0).to_dict()])
+    assert len(metric.results) == 2
+    assert all(set(r['hists']) == {('EMM', 'full'), ('EMM', 'rgb')} for r in metric.results)
+    # without img_path and sample_idx: the clean full set only, one record per prediction
+    metric.process({}, [_sample(B).to_dict(), _sample(B).to_dict()])
+    assert len(metric.results) == 4
+    with pytest.raises(ValueError, match=r"pass \('EMM', 'rgb'\) has neither.*sample_idx"):
+        metric.process({}, [_sample(B, eval_subset='rgb').to_dict()])
 
 
 def test_modality_subsets_enumeration():

@@ -5,7 +5,8 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from equiseg_mm.models import MultiModalSegDataPreProcessor
+from equiseg_mm.models import (MultiModalSegDataPreProcessor, get_multimodal_preprocessor,
+                               is_multimodal_preprocessor)
 from equiseg_mm.models.data_preprocessor import IMAGENET_MEAN, IMAGENET_STD
 
 MODS = ['rgb', 'depth', 'event', 'lidar']
@@ -155,6 +156,76 @@ def test_attributes_settable_between_passes():
         dp.missing_ratio = 0.0
     with pytest.raises(ValueError, match='noise_density'):
         dp.noise_density = 1.5
+
+
+def _state(dp):
+    return dp.missing_modalities, dp.missing_ratio, dp.noise_density
+
+
+def test_protocol_sets_the_setting_and_restores_it():
+    dp = identity(noise_density=0.05)
+    data = batch(h=20, w=20)
+    with dp.protocol(missing=['lidar', 'depth'], ratio=0.5, noise=0.0) as pre:
+        assert pre is dp
+        assert _state(dp) == (('depth', 'lidar'), 0.5, 0.0)  # in modality order
+        inside = dp(data)['inputs']
+    assert _state(dp) == ((), 1.0, 0.05)
+    # the same as setting the attributes by hand
+    ref = identity(missing_modalities=['depth', 'lidar'], missing_ratio=0.5)(data)['inputs']
+    torch.testing.assert_close(inside, ref)
+    # None keeps the current value; a single name is one modality
+    with dp.protocol(missing='rgb'):
+        assert _state(dp) == (('rgb', ), 1.0, 0.05)
+        with dp.protocol(ratio=0.25):  # nests
+            assert _state(dp) == (('rgb', ), 0.25, 0.05)
+        assert _state(dp) == (('rgb', ), 1.0, 0.05)
+    assert _state(dp) == ((), 1.0, 0.05)
+
+
+def test_protocol_restores_on_error_and_refuses_bad_values():
+    dp = identity(missing_modalities=['event'], missing_ratio=0.75)
+    with pytest.raises(RuntimeError, match='boom'):
+        with dp.protocol(missing=(), ratio=1.0, noise=0.2):
+            raise RuntimeError('boom')
+    assert _state(dp) == (('event', ), 0.75, 0.0)
+    for kwargs, text in [(dict(missing=['thermal']), r"\['thermal'\].*\['rgb', 'depth'"),
+                         (dict(missing=MODS), 'leaves no modality'),
+                         (dict(missing=['rgb'], ratio=0.0), 'missing_ratio'),
+                         (dict(missing=['rgb'], noise=1.5), 'noise_density')]:
+        with pytest.raises(ValueError, match=text):
+            with dp.protocol(**kwargs):
+                pytest.fail('the block must not run under a refused setting')
+        assert _state(dp) == (('event', ), 0.75, 0.0)
+
+
+def test_protocol_reseeds_samples_without_identity():
+    """Inputs without data samples draw from the generator that every setting re-seeds."""
+    dp = identity()
+    data = dict(inputs=batch(h=20, w=20, value=7)['inputs'])
+    outs = []
+    for _ in range(2):
+        with dp.protocol(missing=['depth'], ratio=0.5):
+            outs.append([dp(data)['inputs'] for _ in range(2)])
+    assert outs[0][0][:, 3:6].eq(0).any()
+    assert not torch.equal(outs[0][0], outs[0][1])  # the generator moves on within a block
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_is_and_get_multimodal_preprocessor():
+    from mmengine.model import BaseDataPreprocessor, BaseModel
+    dp = MultiModalSegDataPreProcessor(modalities=MODS)
+    assert is_multimodal_preprocessor(dp)
+    assert not is_multimodal_preprocessor(BaseDataPreprocessor())
+    assert not is_multimodal_preprocessor(None)
+
+    class Model(BaseModel):
+        def forward(self, *args, **kwargs):
+            pass
+
+    assert get_multimodal_preprocessor(Model(data_preprocessor=dp)) is dp
+    with pytest.raises(TypeError, match=r'my_tool needs .*MultiModalSegDataPreProcessor.*got '
+                                        r'BaseDataPreprocessor'):
+        get_multimodal_preprocessor(Model(), 'my_tool')
 
 
 def test_rmm_ratio_seeded_and_nested():

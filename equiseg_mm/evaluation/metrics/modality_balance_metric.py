@@ -4,10 +4,10 @@ The metric keeps one small record per sample: a confusion histogram (mmseg's
 ``IoUMetric.intersect_and_union``: intersection, union, prediction and label areas per class)
 for every evaluation pass the sample went through, keyed by ``(eval_setting, eval_subset)``
 from the data sample's metainfo, plus the sample's group values (``condition``, ``case``...).
-:class:`~equiseg_mm.engine.MissingModalityTestLoop` runs every pass of a batch one after the
-other on the same ``data_batch`` object; the metric folds those passes into the records of that
-batch, so ``len(self.results)`` stays the number of samples and mmengine's ``collect_results``
-(which cuts the list at the dataset size) stays correct in distributed runs.
+The passes of one sample are folded into its record by the sample's identity (its ``img_path``
+and ``sample_idx`` metainfo), whatever order or batching they come in, so ``len(self.results)``
+stays the number of samples and mmengine's ``collect_results`` (which cuts the list at the
+dataset size) stays correct, also in distributed runs.
 
 Without the tags (an ordinary mmseg test run with the stock ``TestLoop``) every prediction is
 the clean full set: the metric then reports the plain ``mIoU`` / ``aAcc`` and per-group mIoU.
@@ -17,7 +17,7 @@ import math
 import os.path as osp
 import warnings
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,8 +28,12 @@ from mmseg.registry import METRICS
 
 from ...utils import modality_subsets, subset_name
 
+__all__ = ['ModalityBalanceMetric']
+
 FULL = 'full'
 EMM = 'EMM'
+#: Report order of the settings: EMM, then RMM@r, then NM@d (each by its number), then others.
+_SETTING_KINDS = (EMM, 'RMM', 'NM')
 
 DEFINITIONS = OrderedDict([
     ('mIoU(s)', 'mmseg mIoU (nanmean over classes of I/U, in %) with the modalities outside '
@@ -55,6 +59,23 @@ DEFINITIONS = OrderedDict([
 def _fmt(value: float) -> str:
     """Format a number for a metric key: ``0.25 -> '0.25'``, ``0.1 -> '0.1'``."""
     return f'{float(value):g}'
+
+
+def _setting_order(setting: str) -> tuple:
+    """Sort key of a setting name: EMM, RMM@r, NM@d (by r and d), then any other by name."""
+    kind, _, value = setting.partition('@')
+    rank = _SETTING_KINDS.index(kind) if kind in _SETTING_KINDS else len(_SETTING_KINDS)
+    try:
+        number = float(value)
+    except ValueError:
+        number = float('inf')
+    return rank, number, setting
+
+
+def _sample_identity(sample: dict) -> Optional[Hashable]:
+    """``(img_path, sample_idx)`` of a data sample, or None when it has neither."""
+    key = (sample.get('img_path'), sample.get('sample_idx'))
+    return None if key == (None, None) else key
 
 
 @METRICS.register_module()
@@ -87,7 +108,14 @@ class ModalityBalanceMetric(BaseMetric):
       over the clean full set (e.g. ``condition/night/mIoU``, ``case/motionblur/mIoU``).
 
     Figures that need missing-modality passes are absent when only the full set was evaluated,
-    so the metric also works as a plain metric in an ordinary mmseg test run. Percentages are
+    so the metric also works as a plain metric in an ordinary mmseg test run.
+
+    The passes of a sample are matched by the sample's identity, the ``img_path`` and
+    ``sample_idx`` of its metainfo (mmseg datasets set both), not by the order or batching in
+    which :meth:`process` sees them: any order gives the same figures. A sample whose identity
+    comes again with a pass its record already has is counted as a new sample (a dataset that
+    lists a frame twice). A sample with neither key can only be evaluated on the clean full set
+    (``eval_setting`` EMM, ``eval_subset`` full); each such prediction is a sample. Percentages are
     rounded to 2 decimals (as mmseg), ratios to 4; every figure is computed from unrounded
     values. With ``out_dir`` set and ``report=True``, ``compute_metrics`` also writes
     ``robustness_report.{json,md,png}`` there.
@@ -154,8 +182,8 @@ class ModalityBalanceMetric(BaseMetric):
         self.out_dir = out_dir
         self.report = report
         self._sample_modalities: Optional[List[str]] = None
-        self._last_batch: Any = None
-        self._last_count = 0
+        # sample identity -> its records in self.results (more than one for a repeated sample)
+        self._records: Dict[Hashable, List[dict]] = {}
 
     # ------------------------------------------------------------------ process
     def _known_modalities(self) -> Optional[List[str]]:
@@ -188,52 +216,58 @@ class ModalityBalanceMetric(BaseMetric):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Keep one confusion histogram per sample and evaluation pass.
 
-        Passes of the same ``data_batch`` object (the missing-modality test loop) are folded
-        into the records of that batch, one record per sample.
+        Each prediction goes into the record of its sample, found by the sample's ``img_path``
+        and ``sample_idx``: one record per sample, whatever order or batching the passes come
+        in.
 
         Args:
-            data_batch (Any): A batch of data from the dataloader.
+            data_batch (Any): A batch of data from the dataloader (not used).
             data_samples (Sequence[dict]): The model outputs, as dicts, with ``pred_sem_seg``,
-                ``gt_sem_seg`` and optionally ``eval_setting`` / ``eval_subset`` and the group
-                keys in their metainfo.
+                ``gt_sem_seg``, ``img_path`` and/or ``sample_idx``, and optionally
+                ``eval_setting`` / ``eval_subset`` and the group keys in their metainfo.
+
+        Raises:
+            ValueError: ``dataset_meta`` has no classes, a subset tag names an unknown modality,
+                or a prediction of a pass other than the clean full set has neither
+                ``img_path`` nor ``sample_idx``.
         """
         if not self.dataset_meta or 'classes' not in self.dataset_meta:
             raise ValueError('ModalityBalanceMetric needs dataset_meta with \'classes\'; '
                              'the test loop sets it from the dataset metainfo')
         num_classes = len(self.dataset_meta['classes'])
-        records = []
         for sample in data_samples:
             if self._sample_modalities is None and sample.get('modalities'):
                 self._sample_modalities = list(sample['modalities'])
             key = (str(sample.get('eval_setting', EMM)),
                    self._canonical_subset(sample.get('eval_subset', FULL)))
+            identity = _sample_identity(sample)
+            if identity is None and key != (EMM, FULL):
+                raise ValueError(
+                    f'ModalityBalanceMetric matches the passes of a sample by its img_path or '
+                    f'sample_idx metainfo, but a prediction of pass {key} has neither; give '
+                    f'the dataset samples a sample_idx (mmengine\'s BaseDataset does)')
             pred = sample['pred_sem_seg']['data'].squeeze()
             label = sample['gt_sem_seg']['data'].squeeze().to(pred)
             areas = IoUMetric.intersect_and_union(pred, label, num_classes, self.ignore_index)
             hist = torch.stack(areas).double().numpy()
-            groups = {k: str(sample[k]) for k in self.group_keys
-                      if sample.get(k) is not None}
-            records.append((key, hist, groups))
+            self._record_of(identity, key, sample)['hists'][key] = hist
 
-        count = len(records)
-        targets = None
-        if (data_batch is not None and data_batch is self._last_batch
-                and count == self._last_count and len(self.results) >= count):
-            targets = self.results[len(self.results) - count:]
-            if any(key in t['hists'] for (key, _, _), t in zip(records, targets)):
-                targets = None  # the same pass again: new samples
-        if targets is None:
-            targets = [dict(hists={}, groups=groups) for _, _, groups in records]
-            self.results.extend(targets)
-        for (key, hist, _), target in zip(records, targets):
-            target['hists'][key] = hist
-        self._last_batch = data_batch
-        self._last_count = count
+    def _record_of(self, identity: Optional[Hashable], key: Tuple[str, str],
+                   sample: dict) -> dict:
+        """The record of ``sample`` that has no histogram for ``key`` yet (a new one if none)."""
+        records = self._records.setdefault(identity, []) if identity is not None else []
+        for record in records:
+            if key not in record['hists']:
+                return record
+        groups = {k: str(sample[k]) for k in self.group_keys if sample.get(k) is not None}
+        record = dict(hists={}, groups=groups)
+        records.append(record)
+        self.results.append(record)
+        return record
 
     def evaluate(self, size: int) -> dict:
         """Compute the figures over ``size`` samples and reset (see ``BaseMetric``)."""
-        self._last_batch = None
-        self._last_count = 0
+        self._records = {}
         return super().evaluate(size)
 
     # ---------------------------------------------------------------- compute
@@ -283,13 +317,7 @@ class ModalityBalanceMetric(BaseMetric):
                         group_totals[gkey] = group_totals.get(gkey, 0) + hist
                         group_counts[gkey] = group_counts.get(gkey, 0) + 1
 
-        settings: List[str] = []
-        for setting, _ in totals:
-            if setting not in settings:
-                settings.append(setting)
-        if EMM in settings:  # EMM first, the others in the order they were run
-            settings.remove(EMM)
-            settings.insert(0, EMM)
+        settings = sorted({setting for setting, _ in totals}, key=_setting_order)
         mods = self._resolve_modalities([s for _, s in totals])
         n = len(mods)
         order = {FULL: -1}

@@ -10,7 +10,7 @@ import logging
 import re
 import warnings
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -566,7 +566,7 @@ class MultiModalMiT(BaseModule):
                      for i in range(len(per_branch[0])))
 
     @contextlib.contextmanager
-    def reuse_branch_outputs(self, max_zero_shapes: int = 4):
+    def reuse_branch_outputs(self, max_zero_shapes: int = 4) -> Iterator[dict]:
         """Within this context, an inference pass reuses a branch's output when the branch sees
         the same input as in an earlier pass: an all-zero input (a missing modality) or the same
         tensor values as its previous input.
@@ -574,11 +574,16 @@ class MultiModalMiT(BaseModule):
         The missing-modality evaluation runs every modality subset on the same batch; the
         branches are independent, so each branch only needs two runs per batch (its real input
         and zeros) instead of one per subset. Results are bit-identical: the same computation
-        on the same values. Only active in eval mode without gradients.
+        on the same values. Only active in eval mode without gradients. Public API:
+        :class:`~equiseg_mm.engine.MissingModalityTestLoop` runs its test in this context when
+        the model's backbone is a ``MultiModalMiT`` (its ``reuse_branch_outputs`` argument).
 
         Args:
             max_zero_shapes (int): How many input shapes of zero-input outputs to keep.
                 Defaults to 4.
+
+        Yields:
+            dict: The cache; its ``hits`` counts the branch runs saved so far.
         """
         self._branch_cache = dict(zero={}, last={}, max_zero_shapes=max_zero_shapes, hits=0)
         try:

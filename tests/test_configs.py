@@ -103,3 +103,24 @@ def test_config_builds_and_runs(path, tmp_path):
         with mock.patch.object(Runner, 'build_dataloader', lambda self, loader, **kw: loader):
             loop = runner.build_test_loop(runner._test_loop)
         assert isinstance(loop, MissingModalityTestLoop)
+
+
+@pytest.mark.parametrize('name', ['equiseg-paperneck_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py',
+                                  'equiseg-paperneck_mit-b0_8xb2-160k_deliver-rgbdel-1024x1024.py'])
+def test_paperneck_configs_build_the_papers_block(name):
+    """The paper's CMTB is one config away: the paperneck configs give the neck's class defaults
+    (the paper's block) for every option the shipped configs change."""
+    import inspect
+
+    from equiseg_mm.models.necks import CMTBNeck
+    neck = Config.fromfile(osp.join(ROOT, 'configs', 'equiseg', name)).model.neck
+    defaults = inspect.signature(CMTBNeck).parameters
+    for key in ('aux_summary', 'cross_sr_ratios', 'self_attn'):
+        assert neck[key] == defaults[key].default, key
+    shipped = Config.fromfile(osp.join(ROOT, 'configs', 'equiseg', name.replace(
+        'equiseg-paperneck_', 'equiseg_'))).model.neck
+    assert shipped.self_attn == [False, False, True, True]
+    assert {k: v for k, v in neck.items() if k not in ('aux_summary', 'cross_sr_ratios',
+                                                       'self_attn')} == \
+        {k: v for k, v in shipped.items() if k not in ('aux_summary', 'cross_sr_ratios',
+                                                       'self_attn')}

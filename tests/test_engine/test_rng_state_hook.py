@@ -135,6 +135,7 @@ def _dist_worker(rank, port, data_root, root):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE='2', LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    os.chdir(root)  # mmengine's distributed evaluation writes a .dist_test folder here
     try:
         _straight_and_resumed(root, _options(data_root, 2), launcher='pytorch')
     finally:

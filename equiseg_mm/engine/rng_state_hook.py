@@ -1,7 +1,7 @@
 """Save the random state of a training run in its checkpoints, so that a resumed run goes on
 exactly as the uninterrupted run would have."""
 import random
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import torch

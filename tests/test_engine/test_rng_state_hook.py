@@ -34,13 +34,20 @@ ITERS = 6  # straight: 6; resumed: 3 + resume from iter_3.pth + 3
 
 @pytest.fixture(scope='module', autouse=True)
 def _quick_runner():
-    """Skip the two slow parts of building a Runner that touch no random state: formatting the
-    config with yapf (for the log, the dumped config and every checkpoint's meta; about 0.9 s
-    per call here) and collecting the environment (compilers, git; about 2.5 s)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr('mmengine.config.config.FormatCode', lambda text, **kwargs: (text, None))
-        mp.setattr('mmengine.runner.runner.collect_env', lambda: {})
-        yield
+    """One torch thread (as the tool tests' subprocesses; several threads on a loaded 2-core
+    machine made the runs 5x slower), and skip the two slow parts of building a Runner that
+    touch no random state: formatting the config with yapf (for the log, the dumped config and
+    every checkpoint's meta; about 0.9 s per call here) and collecting the environment
+    (compilers, git; about 2.5 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr('mmengine.config.config.FormatCode', lambda text, **kwargs: (text, None))
+            mp.setattr('mmengine.runner.runner.collect_env', lambda: {})
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')
@@ -134,7 +141,6 @@ def test_resume_ends_with_the_straight_runs_weights(tmp_path, data_root):
 def _dist_worker(rank, port, data_root, root):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE='2', LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
     os.chdir(root)  # mmengine's distributed evaluation writes a .dist_test folder here
     try:
         _straight_and_resumed(root, _options(data_root, 2), launcher='pytorch')

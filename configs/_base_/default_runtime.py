@@ -15,5 +15,7 @@ load_from = None
 resume = False
 # diff_rank_seed: each rank draws its own augmentation and modality-dropout randomness
 randomness = dict(seed=0, diff_rank_seed=True)
-# Stop at the first NaN/Inf loss, before a broken checkpoint is saved (equiseg_mm/engine).
-custom_hooks = [dict(type='FiniteLossHook')]
+# FiniteLossHook: stop at the first NaN/Inf loss, before a broken checkpoint is saved.
+# RNGStateHook: checkpoints carry every random state, so a resumed run ends where the
+# uninterrupted run ends (README, "Resuming"). Both in equiseg_mm/engine.
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]

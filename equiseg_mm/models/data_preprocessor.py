@@ -363,6 +363,21 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
         finally:
             self.missing_modalities, self.missing_ratio, self.noise_density = saved
 
+    def rng_state_dict(self) -> dict:
+        """The state of the generators this module owns, for checkpoints (see
+        :class:`~equiseg_mm.engine.RNGStateHook`; training-time draws use torch's global
+        generator, which the hook saves itself).
+
+        Returns:
+            dict: ``fallback_generator``, a byte tensor.
+        """
+        return {'fallback_generator': self._fallback_generator.get_state()}
+
+    def load_rng_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`rng_state_dict` returned (a missing entry changes nothing)."""
+        if 'fallback_generator' in state:
+            self._fallback_generator.set_state(state['fallback_generator'].cpu())
+
     # --- helpers ------------------------------------------------------------------------------
     def _uniform(self, shape: tuple, device: torch.device,
                  generator: Optional[torch.Generator]) -> torch.Tensor:

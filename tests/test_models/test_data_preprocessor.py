@@ -227,6 +227,24 @@ def test_is_and_get_multimodal_preprocessor():
                                         r'BaseDataPreprocessor'):
         get_multimodal_preprocessor(Model(), 'my_tool')
 
+def test_rng_state_dict_continues_the_fallback_generator():
+    def build():
+        return MultiModalSegDataPreProcessor(modalities=MODS, missing_modalities=['rgb'],
+                                             missing_ratio=0.5)
+
+    def unnamed():  # no img_path / sample_idx: the fallback generator draws the RMM mask
+        return dict(inputs=batch()['inputs'])
+
+    dp = build()
+    first = dp(unnamed())['inputs']
+    state = dp.rng_state_dict()
+    assert set(state) == {'fallback_generator'}
+    expected = dp(unnamed())['inputs']
+    assert not torch.equal(expected, first)
+    resumed = build()
+    resumed.load_rng_state_dict(state)
+    assert torch.equal(resumed(unnamed())['inputs'], expected)
+
 
 def test_rmm_ratio_seeded_and_nested():
     def zeros(ratio, seed=0, start=0, unit='value'):

@@ -1,5 +1,7 @@
 """``tools/train.py --resume``: a run killed with SIGKILL after its iteration-4 checkpoint goes on
-from iteration 5 and ends where an uninterrupted run ends.
+from iteration 5 and ends where an uninterrupted run ends: the same iterations, and weights
+bit-identical to those of an uninterrupted run started alongside (modality dropout on; the
+config's ``RNGStateHook`` restores the random states, see ``tests/test_engine``).
 
 To kill at a known point without racing a fast CPU run, the config adds a test hook that, in the
 first run only (``STALL_ENV`` set), writes a marker and sleeps after iteration 5 (after the
@@ -38,7 +40,8 @@ class StallForKillHook(Hook):
 '''
 _HOOK_CONFIG = '''
 custom_imports = dict(imports=['equiseg_mm', 'stall_for_kill_hook'], allow_failed_imports=False)
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='StallForKillHook')]
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook'),
+                dict(type='StallForKillHook')]
 '''
 
 
@@ -52,12 +55,19 @@ def test_resume_after_sigkill(tmp_path, tiny_data):
     config = write_tiny_config(tmp_path / 'tiny_resume.py', tiny_data, max_iters=8, interval=2)
     with open(config, 'a') as f:
         f.write(_HOOK_CONFIG)
-    work_dir = tmp_path / 'work_dir'
-    args = [PYTHON, osp.join(TOOLS, 'train.py'), config, '--work-dir', work_dir]
+    work_dir, straight_dir = tmp_path / 'work_dir', tmp_path / 'straight'
+    train = [PYTHON, osp.join(TOOLS, 'train.py'), config]
+    options = ['--cfg-options', 'model.data_preprocessor.modality_dropout=0.5']
+    args = train + ['--work-dir', work_dir] + options
     env = tool_env(PYTHONPATH=tmp_path, **{STALL_ENV: 5})
 
     output = tmp_path / 'first_run.txt'  # a file, not a pipe that could fill up and block
-    with open(output, 'w') as out:
+    with open(output, 'w') as out, open(tmp_path / 'straight_run.txt', 'w') as straight_out:
+        # the uninterrupted run, on the other core meanwhile
+        straight = subprocess.Popen([str(a) for a in train + ['--work-dir', straight_dir] +
+                                     options], cwd=str(tmp_path),
+                                    env=tool_env(PYTHONPATH=tmp_path), stdout=straight_out,
+                                    stderr=subprocess.STDOUT)
         first = subprocess.Popen([str(a) for a in args], cwd=str(tmp_path), env=env,
                                  stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -93,3 +103,12 @@ def test_resume_after_sigkill(tmp_path, tiny_data):
     text = resumed_log.read_text()
     assert f'Auto resumed from the latest checkpoint {work_dir / "iter_4.pth"}' in text
     assert 'resumed epoch: 0, iter: 4' in text
+    assert 'RNGStateHook: restored the random states of iteration 4' in text
+
+    assert straight.wait(timeout=300) == 0, (tmp_path / 'straight_run.txt').read_text()[-4000:]
+    straight_ckpt = torch.load(str(straight_dir / 'iter_8.pth'), map_location='cpu',
+                               weights_only=False)
+    assert list(ckpt['state_dict']) == list(straight_ckpt['state_dict'])
+    differing = [k for k, v in ckpt['state_dict'].items()
+                 if not torch.equal(v, straight_ckpt['state_dict'][k])]
+    assert differing == [], f'{len(differing)} tensors differ from the uninterrupted run'

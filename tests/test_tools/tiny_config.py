@@ -82,14 +82,21 @@ def write_tiny_config(path, data_root, max_iters=4, interval=2, val_interval=Non
 
 
 def tool_env(**extra):
-    """The environment of a tool subprocess: the venv first on PATH, one thread per process."""
+    """The environment of a tool subprocess: the venv first on PATH, one thread per process.
+
+    A ``PYTHONPATH`` in ``extra`` goes before the inherited one (which may name the checkout
+    under test), not instead of it.
+    """
     env = dict(os.environ)
     env['PATH'] = BIN_DIR + os.pathsep + env.get('PATH', '')
     env['OMP_NUM_THREADS'] = '1'
     env['MKL_NUM_THREADS'] = '1'
     env['PYTHONUNBUFFERED'] = '1'
     env.pop('LOCAL_RANK', None)
-    env.update({k: str(v) for k, v in extra.items()})
+    extra = {k: str(v) for k, v in extra.items()}
+    if extra.get('PYTHONPATH') and env.get('PYTHONPATH'):
+        extra['PYTHONPATH'] += os.pathsep + env['PYTHONPATH']
+    env.update(extra)
     return env
 
 

@@ -106,6 +106,22 @@ class SGMHead(BaseDecodeHead):
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.last_pairing: Optional[Tuple[int, ...]] = None
 
+    def rng_state_dict(self) -> dict:
+        """The state of the private pairing generator, so that a resumed run draws the pairings
+        the uninterrupted run would have (saved in checkpoints by
+        :class:`~equiseg_mm.engine.RNGStateHook`).
+
+        Returns:
+            dict: ``generator`` (a byte tensor) with ``seed`` set; empty with ``seed=None``
+            (the pairings then come from torch's global generator, which the hook saves).
+        """
+        return {} if self._generator is None else {'generator': self._generator.get_state()}
+
+    def load_rng_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`rng_state_dict` returned (a missing entry changes nothing)."""
+        if self._generator is not None and 'generator' in state:
+            self._generator.set_state(state['generator'].cpu())
+
     def draw_pairing(self, num_modalities: int) -> List[int]:
         """Draw the teacher of each student.
 

@@ -153,6 +153,21 @@ def test_seed_makes_pairings_reproducible():
     assert seq_a != seq_c
 
 
+def test_rng_state_dict_continues_the_pairings():
+    head = _head(seed=7)
+    for _ in range(3):
+        head.draw_pairing(4)
+    state = head.rng_state_dict()
+    assert set(state) == {'generator'} and state['generator'].dtype == torch.uint8
+    expected = [tuple(head.draw_pairing(4)) for _ in range(6)]
+    fresh = _head(seed=7)  # what a resumed run builds
+    fresh.load_rng_state_dict(state)
+    assert [tuple(fresh.draw_pairing(4)) for _ in range(6)] == expected
+    # seed=None: nothing of its own (torch's global generator draws the pairings)
+    assert _head().rng_state_dict() == {}
+    _head().load_rng_state_dict(state)  # ignored, not an error
+
+
 def test_global_rng_when_seed_is_none():
     head = _head()
     torch.manual_seed(11)

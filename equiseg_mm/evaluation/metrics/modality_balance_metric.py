@@ -118,7 +118,8 @@ class ModalityBalanceMetric(BaseMetric):
     (``eval_setting`` EMM, ``eval_subset`` full); each such prediction is a sample. Percentages are
     rounded to 2 decimals (as mmseg), ratios to 4; every figure is computed from unrounded
     values. With ``out_dir`` set and ``report=True``, ``compute_metrics`` also writes
-    ``robustness_report.{json,md,png}`` there.
+    ``robustness_report.{json,md,png}`` there
+    (:func:`~equiseg_mm.visualization.write_robustness_report`).
 
     Args:
         modalities (Sequence[str], optional): Modality names in stacking order. If None they are
@@ -381,8 +382,8 @@ class ModalityBalanceMetric(BaseMetric):
                        groups=groups, definitions=dict(DEFINITIONS))
         self._log(summary, warn)
         if self.report and self.out_dir:
-            from ._report import write_report
-            paths = write_report(summary, self.out_dir)
+            from ...visualization.robustness_report import write_robustness_report
+            paths = write_robustness_report(summary, self.out_dir)
             print_log(f'robustness report written to {osp.dirname(paths[0])}: '
                       + ', '.join(osp.basename(p) for p in paths), logger='current')
         return out

@@ -1,4 +1,10 @@
-"""Missing-modality robustness and modality-balance metric (DESIGN section 4).
+"""Missing-modality robustness and modality-balance metric.
+
+The robustness figures are those of the sensor-failure benchmark of Liao et al.
+("Benchmarking Multi-modal Semantic Segmentation under Sensor Failures", CVPRW 2025: the EMM
+average and expectation, RMM, NM), which EQUISeg's "robustness score" is read as; the
+per-modality contributions and the balance summary answer EQUISeg's own question, whether every
+modality contributes. :class:`ModalityBalanceMetric` defines each figure.
 
 The metric keeps one small record per sample: a confusion histogram (mmseg's
 ``IoUMetric.intersect_and_union``: intersection, union, prediction and label areas per class)

@@ -28,6 +28,18 @@ def _fake_batch(cfg, h=64, w=96, batch=2):
     return dict(inputs=inputs, data_samples=samples)
 
 
+def _predict_and_tensor(model, cfg):
+    """Run the predict and tensor modes in eval mode and check their shapes; the batch."""
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(_fake_batch(cfg), training=False)
+        preds = model(**data, mode='predict')
+        logits = model(**data, mode='tensor')
+    assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 96)
+    assert logits.shape[1] == cfg.model.decode_head.num_classes
+    return data
+
+
 def test_there_are_configs():
     names = [osp.basename(p) for p in LEAF_CONFIGS]
     assert 'equiseg_mit-b0_8xb2-160k_deliver-rgbdel-1024x1024.py' in names
@@ -86,13 +98,7 @@ def test_config_builds_and_runs(path, tmp_path):
                or '.loss' in k)
     if cfg.model.get('auxiliary_head'):
         assert any('sgm' in k for k in losses)
-    model.eval()
-    with torch.no_grad():
-        data = model.data_preprocessor(_fake_batch(cfg), training=False)
-        preds = model(**data, mode='predict')
-        logits = model(**data, mode='tensor')
-    assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 96)
-    assert logits.shape[1] == cfg.model.decode_head.num_classes
+    data = _predict_and_tensor(model, cfg)
     with torch.no_grad():  # the backbone's stage widths are the configured ones
         feats = model.backbone(data['inputs'][:1])
     assert [f.shape[2 if multi_branch else 1] for f in feats] == widths
@@ -131,13 +137,7 @@ def test_removing_the_auxiliary_head_alone_drops_the_sgm():
     model.parse_losses(losses)[0].backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused  # nothing left for DDP to complain about
-    model.eval()
-    with torch.no_grad():
-        data = model.data_preprocessor(_fake_batch(cfg), training=False)
-        preds = model(**data, mode='predict')
-        logits = model(**data, mode='tensor')
-    assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 96)
-    assert logits.shape[1] == cfg.model.decode_head.num_classes
+    data = _predict_and_tensor(model, cfg)
     assert len(neck_outs) == 3 and all(len(o) == 8 for o in neck_outs)
     assert all(o[4:] == (None, ) * 4 for o in neck_outs[1:])  # eval: no stacks computed
 

@@ -376,7 +376,7 @@ def test_small_maps_run_with_coarse_cross_ratios():
     neck = _neck(cross_sr_ratios=(16, 8, 4, 2), aux_summary='shared').eval()
     small = [x[..., : max(x.shape[-2] // 2, 1), :] for x in _feats(3, batch=1)]  # 8 x 24, ...
     with torch.no_grad():
-        assert all(torch.isfinite(o).all() for o in neck(small))
+        assert all(torch.isfinite(o).all() for o in neck(small)[:4])  # eval: stacks None
     with pytest.raises(ValueError, match='fast_layout'):
         _neck(fast_layout='no')
 

@@ -28,6 +28,18 @@ def _fake_batch(cfg, h=64, w=96, batch=2):
     return dict(inputs=inputs, data_samples=samples)
 
 
+def _predict_and_tensor(model, cfg):
+    """Run the predict and tensor modes in eval mode and check their shapes; the batch."""
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(_fake_batch(cfg), training=False)
+        preds = model(**data, mode='predict')
+        logits = model(**data, mode='tensor')
+    assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 96)
+    assert logits.shape[1] == cfg.model.decode_head.num_classes
+    return data
+
+
 def test_there_are_configs():
     names = [osp.basename(p) for p in LEAF_CONFIGS]
     assert 'equiseg_mit-b0_8xb2-160k_deliver-rgbdel-1024x1024.py' in names
@@ -86,13 +98,7 @@ def test_config_builds_and_runs(path, tmp_path):
                or '.loss' in k)
     if cfg.model.get('auxiliary_head'):
         assert any('sgm' in k for k in losses)
-    model.eval()
-    with torch.no_grad():
-        data = model.data_preprocessor(_fake_batch(cfg), training=False)
-        preds = model(**data, mode='predict')
-        logits = model(**data, mode='tensor')
-    assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 96)
-    assert logits.shape[1] == cfg.model.decode_head.num_classes
+    data = _predict_and_tensor(model, cfg)
     with torch.no_grad():  # the backbone's stage widths are the configured ones
         feats = model.backbone(data['inputs'][:1])
     assert [f.shape[2 if multi_branch else 1] for f in feats] == widths
@@ -124,3 +130,60 @@ def test_paperneck_configs_build_the_papers_block(name):
                                                        'self_attn')} == \
         {k: v for k, v in shipped.items() if k not in ('aux_summary', 'cross_sr_ratios',
                                                        'self_attn')}
+
+
+def test_removing_the_auxiliary_head_alone_drops_the_sgm():
+    """The neck -> head contract: one config change drops the SGM, and the shipped no-SGM config
+    is exactly that change; the eval-mode neck produces no per-modality stacks."""
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    path = osp.join(ROOT, 'configs', 'equiseg', 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')
+    cfg = Config.fromfile(path)
+    assert cfg.model.get('auxiliary_head') is not None
+    cfg.model.auxiliary_head = None  # the one change
+    nosgm = Config.fromfile(path.replace('equiseg_mit', 'equiseg-nosgm_mit'))
+    assert nosgm.model.to_dict() == cfg.model.to_dict()
+
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.init_weights()
+    neck_outs = []
+    model.neck.register_forward_hook(lambda module, args, out: neck_outs.append(out))
+    model.train()
+    data = model.data_preprocessor(_fake_batch(cfg), training=True)
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg'}
+    model.parse_losses(losses)[0].backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused  # nothing left for DDP to complain about
+    data = _predict_and_tensor(model, cfg)
+    assert len(neck_outs) == 3 and all(len(o) == 8 for o in neck_outs)
+    assert all(o[4:] == (None, ) * 4 for o in neck_outs[1:])  # eval: no stacks computed
+
+
+def test_sgm_config_reads_the_neck_stacks_by_the_contract():
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'equiseg',
+                                   'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py'))
+    assert 'in_index' not in cfg.model.auxiliary_head  # the head's default: the neck's stacks
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.init_weights()
+    assert model.auxiliary_head.in_index == [-4, -3, -2, -1]
+    read, select = [], model.auxiliary_head.forward  # SGMHead.loss calls forward directly
+
+    def spy(inputs):
+        read.extend(select(inputs))
+        return read[-4:]
+
+    model.auxiliary_head.forward = spy
+    model.train()
+    data = model.data_preprocessor(_fake_batch(cfg), training=True)
+    losses = model(**data, mode='loss')
+    assert losses['aux.loss_sgm'] > 0
+    assert [tuple(f.shape[:3]) for f in read] == [(2, 4, c) for c in cfg.model.neck.in_channels]

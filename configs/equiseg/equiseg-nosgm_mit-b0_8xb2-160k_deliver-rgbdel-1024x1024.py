@@ -1,3 +1,3 @@
 # Ablation: EQUISeg-B0 without the SGM auxiliary head (no teacher-student prototype guidance).
 _base_ = './equiseg_mit-b0_8xb2-160k_deliver-rgbdel-1024x1024.py'
-model = dict(auxiliary_head=None, neck=dict(per_modality_out='none'))
+model = dict(auxiliary_head=None)

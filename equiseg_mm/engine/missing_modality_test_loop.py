@@ -89,7 +89,9 @@ class MissingModalityTestLoop(TestLoop):
     the evaluator must hold. Hooks see one iteration per batch (mmengine's logger hook logs the
     progress and the ETA); ``after_test_iter`` gets the clean full-set outputs. A metric with
     ``out_dir=None`` and ``report=True`` writes its report into ``runner.log_dir``
-    (``work_dir/<timestamp>``).
+    (``work_dir/<timestamp>``). A test loss that ``test_step`` returns as a trailing element
+    (mmengine's convention: a last data element whose only key is ``loss``) is averaged by the
+    loop itself and logged with the metrics.
 
     Use it from a config run by ``tools/test.py``::
 

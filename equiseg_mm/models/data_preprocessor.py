@@ -9,7 +9,6 @@ import torch.nn as nn
 
 from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.registry import MODELS
-from mmseg.utils import stack_batch
 
 from ..utils import seed_from, unwrap_model
 from ..utils.modalities import channel_slices, check_modalities
@@ -98,11 +97,12 @@ def _sample_seed(seed: int, data_sample: Any, salt: str) -> Optional[int]:
 class MultiModalSegDataPreProcessor(SegDataPreProcessor):
     """Pre-processor for modalities stacked along the channel axis.
 
-    Per sample, in this order: flip the RGB modality from BGR to RGB (``bgr_to_rgb``), add
-    salt-and-pepper noise to every modality (NM, ``noise_density``), normalise each modality with
-    its own mean and std, zero the missing modalities (EMM) or a random part of them (RMM,
-    ``missing_ratio`` < 1), drop random modalities while training (``modality_dropout``); then pad
-    and stack the batch with mmseg's ``stack_batch``, as :class:`SegDataPreProcessor` does.
+    Per sample, in this order: flip the ``bgr_modalities`` (by default every 3-channel one) from
+    BGR to RGB (``bgr_to_rgb``), add salt-and-pepper noise to every modality (NM,
+    ``noise_density``), normalise each modality with its own mean and std, zero the missing
+    modalities (EMM) or a random part of them (RMM, ``missing_ratio`` < 1), drop random
+    modalities while training (``modality_dropout``); then :meth:`SegDataPreProcessor.forward`
+    itself pads and stacks the batch (and applies the ``batch_augments`` while training).
 
     The preprocessor owns the state of the missing/noisy-modality protocol
     (``missing_modalities``, ``missing_ratio``, ``noise_density``: the config values by
@@ -207,7 +207,13 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
         if size is not None and size_divisor is not None:
             raise ValueError(f'give at most one of size ({size}) and size_divisor '
                              f'({size_divisor}), not both')
-        super().__init__(mean=None, std=None, size=size, size_divisor=size_divisor,
+        # mmseg's forward pads and stacks the batch after this class's per-sample steps: it
+        # gets no channel flip and no normalisation (both per modality, here), and a divisor of
+        # 1 when neither size is given, which pads a training batch to its largest sample
+        # (mmseg's stack_batch asserts that one of them is set).
+        super().__init__(mean=None, std=None, size=size,
+                         size_divisor=1 if size is None and size_divisor is None
+                         else size_divisor,
                          pad_val=pad_val, seg_pad_val=seg_pad_val, bgr_to_rgb=False,
                          rgb_to_bgr=False, batch_augments=batch_augments, test_cfg=test_cfg)
         if isinstance(modalities, str) or not modalities:
@@ -242,7 +248,6 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
         std_values = _per_modality(std, 'std', IMAGENET_STD, self._modalities, channels)
         if any(s <= 0 for s in std_values):
             raise ValueError(f'std values must be positive, got {std_values}')
-        self._enable_normalize = True
         self.register_buffer('mean', torch.tensor(mean_values).view(-1, 1, 1), False)
         self.register_buffer('std', torch.tensor(std_values).view(-1, 1, 1), False)
 
@@ -432,7 +437,7 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
         return keep
 
     def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:
-        """Flip, add noise, normalise, zero modalities, then pad and stack the batch.
+        """Flip, add noise, normalise, zero modalities; mmseg's forward pads and stacks.
 
         Args:
             data (dict): Data sampled from the dataloader: ``inputs`` (list of (C, H, W) tensors)
@@ -489,30 +494,12 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
                     if not keep[b, n] and name not in self._missing_modalities:
                         inputs[b][self.slices[name]] = 0.0
 
-        if training:
-            size_divisor = self.size_divisor
-            if self.size is None and size_divisor is None:
-                size_divisor = 1  # pad to the largest sample of the batch
-            inputs, data_samples = stack_batch(
-                inputs=inputs, data_samples=data_samples, size=self.size,
-                size_divisor=size_divisor, pad_val=self.pad_val, seg_pad_val=self.seg_pad_val)
-            if self.batch_augments is not None:
-                inputs, data_samples = self.batch_augments(inputs, data_samples)
-        else:
-            img_size = inputs[0].shape[1:]
-            if not all(_input.shape[1:] == img_size for _input in inputs):
-                raise ValueError('the images of a test batch must have the same size, got '
-                                 f'{[tuple(i.shape[1:]) for i in inputs]}')
-            if self.test_cfg:
-                inputs, padded_samples = stack_batch(
-                    inputs=inputs, size=self.test_cfg.get('size', None),
-                    size_divisor=self.test_cfg.get('size_divisor', None),
-                    pad_val=self.pad_val, seg_pad_val=self.seg_pad_val)
-                for data_sample, pad_info in zip(data_samples, padded_samples):
-                    data_sample.set_metainfo({**pad_info})
-            else:
-                inputs = torch.stack(inputs, dim=0)
-        return dict(inputs=inputs, data_samples=data_samples)
+        if not training and not all(i.shape[1:] == inputs[0].shape[1:] for i in inputs):
+            raise ValueError('the images of a test batch must have the same size, got '
+                             f'{[tuple(i.shape[1:]) for i in inputs]}')
+        # mmseg's own tail (no flip, no normalisation, see __init__): pad and stack the batch,
+        # with the batch augments while training and the test_cfg padding while testing
+        return super().forward(dict(inputs=inputs, data_samples=data_samples), training)
 
 
 def is_multimodal_preprocessor(obj: Any) -> bool:

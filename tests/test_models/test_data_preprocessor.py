@@ -405,3 +405,34 @@ def test_modality_dropout_from_a_config_dict():
 def test_bad_modality_dropout(kwargs, match):
     with pytest.raises(ValueError, match=match):
         identity(**kwargs)
+
+
+def test_padding_and_stacking_are_mmseg_own_forward():
+    """The tail is ``SegDataPreProcessor.forward`` itself, fed the per-sample results: already
+    flipped and normalised (so it neither flips nor normalises again), in training with the
+    batch augments."""
+    from unittest import mock
+
+    from mmseg.models.data_preprocessor import SegDataPreProcessor
+    calls, augmented = [], []
+
+    def augment(inputs, data_samples):
+        augmented.append(inputs.shape)
+        return inputs * 2, data_samples
+
+    dp = MultiModalSegDataPreProcessor(modalities=['rgb', 'depth'], bgr_to_rgb=True,
+                                       size_divisor=8, batch_augments=None)
+    dp.batch_augments = augment
+    data = batch(n=2, c=6, h=5, w=7)
+    expected = [((x[[2, 1, 0, 5, 4, 3]].float() - dp.mean) / dp.std) for x in data['inputs']]
+    real = SegDataPreProcessor.forward
+
+    def spy(self, data, training=False):
+        calls.append([x.clone() for x in data['inputs']])
+        return real(self, data, training)
+
+    with mock.patch.object(SegDataPreProcessor, 'forward', spy):
+        out = dp(data, training=True)
+    assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(calls[0], expected))
+    assert augmented == [(2, 6, 8, 8)]
+    torch.testing.assert_close(out['inputs'][:, :, :5, :7], 2 * torch.stack(expected))

@@ -1,7 +1,9 @@
 # EQUISeg with MiT-B0 branches: MultiModalMiT (one equal branch per modality) -> CMTBNeck (one
 # Cross-Modal Transformer Block per stage, every modality primary in turn, "Add" fusion) ->
 # mmseg's SegformerHead on the 4 fused maps, plus the training-only SGMHead on the neck's
-# per-modality stacks. Leaf configs that change `modalities` redefine the model fields using it.
+# per-modality stacks. The neck returns the 4 fused maps, then 4 per-modality stacks (None in
+# eval mode); SGMHead reads the last 4 entries by default. `auxiliary_head=None` alone drops the
+# SGM. Leaf configs that change `modalities` redefine the model fields using it.
 modalities = ['rgb', 'depth', 'event', 'lidar']
 modality_channels = [3, 3, 3, 3]
 norm_cfg = dict(type='SyncBN', requires_grad=True)
@@ -72,8 +74,7 @@ model = dict(
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     auxiliary_head=dict(
         type='SGMHead',
-        in_channels=[32, 64, 160, 256],
-        in_index=[4, 5, 6, 7],
+        in_channels=[32, 64, 160, 256],  # reads the neck's last 4 outputs: the stacks
         num_classes=25,
         temperature=0.1,
         loss_weight=1.0,

@@ -1,4 +1,5 @@
-# The reference DeLiVER recipe (DESIGN.md): AdamW lr 6e-5, wd 0.01, linear warm-up, poly decay.
+# The reference DeLiVER recipe, that of CMNeXt (CVPR 2023, the paper that introduced DeLiVER):
+# AdamW lr 6e-5, wd 0.01, linear warm-up, poly decay; 160k iterations.
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),

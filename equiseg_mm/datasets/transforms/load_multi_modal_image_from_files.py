@@ -27,8 +27,10 @@ class LoadMultiModalImageFromFiles(BaseTransform):
 
     Files are read in the order of ``results['modality_paths']``; the first one sets the size.
     PNG and other image files are decoded with ``cv2.IMREAD_UNCHANGED`` (8- and 16-bit kept
-    as stored; a 3-channel file comes in BGR order, as mmseg's ``LoadImageFromFile``), so the
-    RGB modality stays BGR and the data preprocessor's ``bgr_to_rgb`` flips it. ``.npz``
+    as stored; a 3-channel file comes in BGR order, as mmseg's ``LoadImageFromFile``), so every
+    3-channel modality is stacked in BGR order (RGB, and e.g. HHA, event and lidar images too);
+    the data preprocessor's ``bgr_to_rgb`` flips its ``bgr_modalities``, by default every
+    3-channel one, back to the files' order. ``.npz
     files give their first array (or ``npz_key``); ``.npy`` files their array; arrays must be
     (H, W) or (H, W, C). Values are never rescaled: 16-bit and float data keep their range,
     normalise them with the preprocessor's per-modality mean/std.

@@ -1,4 +1,10 @@
-"""Missing-modality robustness and modality-balance metric (DESIGN section 4).
+"""Missing-modality robustness and modality-balance metric.
+
+The robustness figures are those of the sensor-failure benchmark of Liao et al.
+("Benchmarking Multi-modal Semantic Segmentation under Sensor Failures", CVPRW 2025: the EMM
+average and expectation, RMM, NM), which EQUISeg's "robustness score" is read as; the
+per-modality contributions and the balance summary answer EQUISeg's own question, whether every
+modality contributes. :class:`ModalityBalanceMetric` defines each figure.
 
 The metric keeps one small record per sample: a confusion histogram (mmseg's
 ``IoUMetric.intersect_and_union``: intersection, union, prediction and label areas per class)
@@ -118,7 +124,8 @@ class ModalityBalanceMetric(BaseMetric):
     (``eval_setting`` EMM, ``eval_subset`` full); each such prediction is a sample. Percentages are
     rounded to 2 decimals (as mmseg), ratios to 4; every figure is computed from unrounded
     values. With ``out_dir`` set and ``report=True``, ``compute_metrics`` also writes
-    ``robustness_report.{json,md,png}`` there.
+    ``robustness_report.{json,md,png}`` there
+    (:func:`~equiseg_mm.visualization.write_robustness_report`).
 
     Args:
         modalities (Sequence[str], optional): Modality names in stacking order. If None they are
@@ -381,8 +388,8 @@ class ModalityBalanceMetric(BaseMetric):
                        groups=groups, definitions=dict(DEFINITIONS))
         self._log(summary, warn)
         if self.report and self.out_dir:
-            from ._report import write_report
-            paths = write_report(summary, self.out_dir)
+            from ...visualization.robustness_report import write_robustness_report
+            paths = write_robustness_report(summary, self.out_dir)
             print_log(f'robustness report written to {osp.dirname(paths[0])}: '
                       + ', '.join(osp.basename(p) for p in paths), logger='current')
         return out

@@ -48,6 +48,11 @@ def convert_segformer_mit_keys(state_dict: Mapping[str, Tensor]) -> 'OrderedDict
     ``layers.{i-1}.2``. The ImageNet classifier (``head.*``) is dropped; any other key is kept
     unchanged (so that loading reports it as unexpected).
 
+    The same mapping as ``convert_mit`` of mmseg's ``tools/model_converters/mit2mmseg.py``,
+    which the pip package ships only as a script for ``mim`` (``mmseg/.mim/tools/...``: not an
+    importable module), so the backbone cannot call it; a test loads that script by path and
+    checks that both give the same keys and tensors.
+
     Args:
         state_dict (Mapping[str, Tensor]): The official state dict (without a ``state_dict``
             wrapper).

@@ -16,7 +16,15 @@ _PAIRINGS = ('derangement', 'permutation')
 class SGMHead(BaseDecodeHead):
     """Self-Guided Module: modalities teach each other through class-prototype relations.
 
-    Per used stage (``in_index``, by default the neck's per-modality stacks) and per modality m,
+    Input contract: the neck's (or backbone's) output tuple whose entries at ``in_index`` are
+    per-modality stacks (B, N, C, h, w), modalities in the same order in every entry. By default
+    the head reads the last ``len(in_channels)`` entries: a neck that returns S fused maps and
+    then S stacks (:class:`~equiseg_mm.models.necks.CMTBNeck`'s "Output contract") feeds it
+    without naming indices, and so does a bare :class:`~equiseg_mm.models.backbones.MultiModalMiT`
+    (its outputs are stacks). An entry that is ``None`` (a neck in eval mode produces no stacks)
+    is an error that names the index.
+
+    Per used stage and per modality m,
     class prototypes come from masked average pooling of the feature f^m (B, C, h, w) with the
     ground truth resized (nearest) to (h, w), over the whole batch, ignore index and labels
     outside [0, num_classes) excluded, for the K classes present at that size:
@@ -40,8 +48,10 @@ class SGMHead(BaseDecodeHead):
     Args:
         in_channels (Sequence[int]): Channels of the used inputs. Defaults to
             (32, 64, 160, 256) (MiT-B0).
-        in_index (Sequence[int]): Which inputs (from the neck) to use; each must be a
-            per-modality stack (B, N, C, h, w). Defaults to (4, 5, 6, 7) (``CMTBNeck``'s stacks).
+        in_index (Sequence[int], optional): Which inputs (from the neck) to use, one per entry
+            of ``in_channels``; each must be a per-modality stack (B, N, C, h, w). Defaults to
+            None: the last ``len(in_channels)`` entries (-S, ..., -1; the stacks of a neck
+            that follows the contract above).
         num_classes (int): Number of classes.
         temperature (float): Softmax temperature tau of the similarity distributions.
             Defaults to 0.1 (paper silent; cosine similarities in [-1, 1] become logits in
@@ -63,7 +73,7 @@ class SGMHead(BaseDecodeHead):
 
     def __init__(self,
                  in_channels: Sequence[int] = (32, 64, 160, 256),
-                 in_index: Sequence[int] = (4, 5, 6, 7),
+                 in_index: Optional[Sequence[int]] = None,
                  *,
                  num_classes: int,
                  temperature: float = 0.1,
@@ -74,6 +84,8 @@ class SGMHead(BaseDecodeHead):
                  loss_name: str = 'loss_sgm',
                  init_cfg: Optional[dict] = None,
                  **kwargs) -> None:
+        if in_index is None and not isinstance(in_channels, int):
+            in_index = list(range(-len(in_channels), 0))
         if isinstance(in_channels, int) or isinstance(in_index, int) or \
                 len(in_channels) != len(in_index) or len(in_index) == 0:
             raise ValueError(f'in_channels and in_index must be equally long non-empty lists, '
@@ -142,18 +154,25 @@ class SGMHead(BaseDecodeHead):
         """Select the per-modality stacks the loss uses (no computation of its own).
 
         Args:
-            inputs (Sequence[Tensor]): The neck outputs.
+            inputs (Sequence[Tensor | None]): The neck outputs.
 
         Returns:
             list[Tensor]: The inputs at ``in_index``, each (B, N, C, h, w).
+
+        Raises:
+            ValueError: If an index is out of range, or the entry there is ``None`` or not a
+                stack with ``in_channels`` channels (the message names the index).
         """
-        if len(inputs) <= max(self.in_index):
-            raise ValueError(
-                f'SGMHead reads neck outputs {list(self.in_index)} but got {len(inputs)}: the '
-                "neck returns its per-modality stacks only in training (CMTBNeck's "
-                "stacks_in_eval=False) and never with per_modality_out='none'")
+        if not all(-len(inputs) <= i < len(inputs) for i in self.in_index):
+            raise ValueError(f'SGMHead reads neck outputs {list(self.in_index)} but got '
+                             f'{len(inputs)} outputs')
         feats = self._transform_inputs(inputs)
         for i, (f, c) in zip(self.in_index, zip(feats, self.in_channels)):
+            if f is None:
+                raise ValueError(
+                    f'SGMHead input {i} is None: the neck produced no per-modality stacks '
+                    "(CMTBNeck produces them in training mode, in eval mode only with "
+                    "stacks_in_eval=True, never with per_modality_out='none')")
             if f.dim() != 5 or f.shape[2] != c:
                 raise ValueError(f'SGMHead input {i} must be a per-modality stack '
                                  f'(B, N, C={c}, h, w), got {tuple(f.shape)}')

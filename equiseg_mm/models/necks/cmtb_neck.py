@@ -257,6 +257,23 @@ class CMTBNeck(BaseModule):
     all modalities of a block; the mixer has a pre-LayerNorm and a 1x1 projection; the query and
     key/value inputs of the cross-attention are layer-normalised; the FFN is off.
 
+    Output contract (what the heads read; a new multimodal neck for these heads returns the
+    same): for S stages, a tuple of 2 * S entries in every mode, train and eval alike:
+
+    * ``outs[:S]``: the fused maps (B, C_i, H_i, W_i), regular channels-last strides, for the
+      decode head (mmseg's ``SegformerHead(in_index=[0, 1, 2, 3])``);
+    * ``outs[S:]``: the per-modality stacks (B, N, C_i, H_i, W_i), modalities in backbone
+      order, for :class:`~equiseg_mm.models.heads.SGMHead` (which reads the last S entries by
+      default), or ``None`` where the neck does not produce them.
+
+    The stacks are produced in training mode only (``stacks_in_eval=True``: in eval mode too),
+    so dropping the SGM takes nothing but removing the ``auxiliary_head``. In training they cost
+    no computation (they are the per-primary maps the fusion sums, or the backbone's maps);
+    the caller holds them until its loss returns. In eval mode nothing of them is kept: at
+    inference they would be held through the decode head, which with EQUISeg-B0 on RGB-D-E-L
+    at 1024 x 1024 raised the peak forward memory by about 65 MB, above that of a
+    single-modality SegFormer-B0.
+
     What does not depend on the primary is computed once: the self-attention of every modality
     and its SQH-scored map; with shared weights all primaries run as one batch (leave-one-out
     max/mean over the auxiliaries from running maxima, separable pooling in the mixer).
@@ -285,14 +302,12 @@ class CMTBNeck(BaseModule):
         num_modalities (int, optional): Number of modalities, checked at run time; required
             when ``share_weights=False``. With 1, no cross-modal layers are built (so none sit
             unused, which DDP dislikes). Defaults to None (any N).
-        per_modality_out (str): What follows the fused maps in the output: 'fused' (the CMTB
-            output with each modality as primary), 'raw' (the backbone maps) or 'none'.
-            Defaults to 'fused'.
-        stacks_in_eval (bool): Return those per-modality stacks in eval mode too. Defaults to
-            False: in eval mode the neck returns the fused maps only. The stacks feed the
-            training-only SGM head; at inference the caller would hold them through the decode
-            head, which with EQUISeg-B0 on RGB-D-E-L at 1024 x 1024 raises the peak forward
-            memory by about 65 MB, above that of a single-modality SegFormer-B0.
+        per_modality_out (str): What the stack entries ``outs[S:]`` hold: 'fused' (the CMTB
+            output with each modality as primary), 'raw' (the backbone maps) or 'none' (always
+            ``None``; only saves holding the maps while training without an SGM, it is not
+            needed to drop the SGM). Defaults to 'fused'.
+        stacks_in_eval (bool): Produce the stacks in eval mode too (see "Output contract").
+            Defaults to False.
         with_ffn (bool): Add a MixFFN after the cross-attention residual. Defaults to False
             (the paper's block ends at f = f1' + f_c).
         ffn_ratio (int): Hidden ratio of that FFN. Defaults to 4.
@@ -447,9 +462,10 @@ class CMTBNeck(BaseModule):
             inputs (Sequence[Tensor]): Per stage, the per-modality maps (B, N, C_i, H_i, W_i).
 
         Returns:
-            tuple[Tensor]: The fused maps (B, C_i, H_i, W_i) of every stage, then, unless
-            ``per_modality_out='none'`` or the neck is in eval mode (without
-            ``stacks_in_eval``), the per-modality stacks (B, N, C_i, H_i, W_i).
+            tuple[Tensor | None]: 2 * S entries: the fused maps (B, C_i, H_i, W_i) of the S
+            stages, then their per-modality stacks (B, N, C_i, H_i, W_i) in training mode (or
+            with ``stacks_in_eval``), else S times ``None`` (also always with
+            ``per_modality_out='none'``); see "Output contract" in the class docs.
         Raises:
             ValueError: If the number of stages or their widths C_i differ from
                 ``in_channels`` (naming both), or the maps are not (B, N, C, H, W) stacks.
@@ -486,4 +502,4 @@ class CMTBNeck(BaseModule):
             if with_stacks:
                 stacks.append(per_primary.transpose(0, 1)
                               if self.per_modality_out == 'fused' else x)
-        return tuple(fused) + tuple(stacks)
+        return tuple(fused) + (tuple(stacks) if with_stacks else (None, ) * len(fused))

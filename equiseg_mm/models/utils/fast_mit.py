@@ -15,6 +15,16 @@ and results stay the same up to floating-point rounding; tests compare both path
   attention's spatial reduction, the next patch embedding). On the project's 2-core CPU the
   MixFFN of the first stage ran about 4x slower for it at 1024 x 1024. The switched modules
   build the same maps as views with regular channels-last strides (:func:`nlc_to_nchw_cl`).
+
+Why switch classes in place instead of registering subclasses that the backbone builds:
+mmseg's ``MixVisionTransformer.__init__`` builds its attention and FFN modules inside its
+``TransformerEncoderLayer`` with the classes hard-coded, so building the fast ones directly would
+copy both constructors, far more code than the three ``forward`` methods copied here; and the
+switch also reaches MiT modules built elsewhere (the neck's attention and FFN, a
+``MixVisionTransformer`` branch from a user's ``branch`` config) with the same parameters and
+state-dict keys. The copied ``forward`` methods follow mmseg 1.2.2 (the pinned version);
+``tests/test_models/test_utils/test_fast_mit.py`` records the hash of each of mmseg's originals
+and fails, naming what to re-check, when an mmseg upgrade changes one.
 """
 from typing import Sequence
 

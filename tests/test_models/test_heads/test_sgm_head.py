@@ -178,7 +178,7 @@ def test_global_rng_when_seed_is_none():
 
 def test_training_only_and_parameter_free():
     head = MODELS.build(dict(type='SGMHead', num_classes=4))
-    assert head.in_index == [4, 5, 6, 7]
+    assert head.in_index == [-4, -3, -2, -1]  # the last 4 entries: a neck's stacks
     assert not hasattr(head, 'conv_seg')
     assert len(list(head.parameters())) == 0
     inputs = _inputs(2)
@@ -228,5 +228,19 @@ def test_loss_stays_fp32_under_fp16_autocast():
 
 def test_missing_stacks_name_the_neck_setting():
     head = _head()
-    with pytest.raises(ValueError, match='stacks_in_eval'):
+    with pytest.raises(ValueError, match='outputs'):
         head.loss(_inputs(3)[:2], _samples(_labels()), None)
+    inputs = _inputs(3)
+    with pytest.raises(ValueError, match='input 3 is None.*stacks_in_eval'):
+        head.loss(inputs[:3] + [None], _samples(_labels()), None)
+
+
+def test_default_reads_the_last_entries():
+    inputs = _inputs(3)  # two fused maps, then two stacks
+    head = SGMHead(in_channels=DIMS, num_classes=4, seed=0)
+    assert head.in_index == [-2, -1]
+    assert all(a is b for a, b in zip(head.forward(inputs), inputs[2:]))
+    explicit = SGMHead(in_channels=DIMS, in_index=[2, 3], num_classes=4, seed=0)
+    labels = _samples(_labels())
+    assert torch.equal(head.loss(inputs, labels, None)['loss_sgm'],
+                       explicit.loss(inputs, labels, None)['loss_sgm'])

@@ -122,7 +122,8 @@ def test_per_modality_out_options():
     raw = _neck(per_modality_out='raw')(feats)
     assert all(raw[4 + i] is feats[i] for i in range(4))
     none = _neck(per_modality_out='none')(feats)
-    assert len(none) == 4 and none[0].shape == (2, 8, 16, 24)
+    assert len(none) == 8 and none[0].shape == (2, 8, 16, 24)
+    assert none[4:] == (None, ) * 4  # the same structure, no stacks
 
 
 @pytest.mark.parametrize('share_weights', [True, False])
@@ -294,15 +295,41 @@ def test_cross_sr_ratios_reduce_only_the_cross_attention_keys():
     assert default.stages[0][0].cross_attn.sr.stride == (4, 4)
 
 
-def test_eval_mode_returns_fused_maps_only_unless_asked():
+def test_eval_mode_produces_no_stacks_unless_asked():
     feats = _feats(2)
     neck = _neck().eval()
-    assert len(neck(feats)) == 4
-    neck.stacks_in_eval = True
-    assert len(neck(feats)) == 8
-    assert len(_neck(stacks_in_eval=True).eval()(feats)) == 8
-    assert len(_neck(per_modality_out='raw').eval()(feats)) == 4
-    assert len(_neck().train()(feats)) == 8
+    with torch.no_grad():
+        outs = neck(feats)
+        # the same structure as in training: 4 fused maps, then 4 stack slots, here empty
+        assert len(outs) == 8 and outs[4:] == (None, ) * 4
+        assert all(o.shape[1] == c for o, c in zip(outs[:4], DIMS))
+        neck.stacks_in_eval = True
+        assert all(o.dim() == 5 for o in neck(feats)[4:])
+        assert all(o.dim() == 5 for o in _neck(stacks_in_eval=True).eval()(feats)[4:])
+        assert _neck(per_modality_out='raw').eval()(feats)[4:] == (None, ) * 4
+    assert all(o.dim() == 5 for o in _neck().train()(feats)[4:])
+
+
+def test_eval_mode_keeps_no_per_primary_maps():
+    # What the eval-mode default is for: the per-primary maps (N x a fused map per stage) are
+    # freed inside the neck, not held by its output through the decode head.
+    import gc
+    import weakref
+    neck = _neck().eval()
+    made = []
+
+    def keep_ref(module, args, out):  # the tensor that owns the maps' memory
+        made.append(weakref.ref(out if out._base is None else out._base))
+
+    neck.stages[0][0].register_forward_hook(keep_ref)  # its output: the per-primary maps
+    with torch.no_grad():
+        outs = neck(_feats(3))
+        gc.collect()
+        assert made and made[0]() is None
+        neck.train()
+        outs = neck(_feats(3))
+        assert made[1]() is not None  # training: the stacks are views of them
+    del outs
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -349,7 +376,7 @@ def test_small_maps_run_with_coarse_cross_ratios():
     neck = _neck(cross_sr_ratios=(16, 8, 4, 2), aux_summary='shared').eval()
     small = [x[..., : max(x.shape[-2] // 2, 1), :] for x in _feats(3, batch=1)]  # 8 x 24, ...
     with torch.no_grad():
-        assert all(torch.isfinite(o).all() for o in neck(small))
+        assert all(torch.isfinite(o).all() for o in neck(small)[:4])  # eval: stacks None
     with pytest.raises(ValueError, match='fast_layout'):
         _neck(fast_layout='no')
 

@@ -167,3 +167,30 @@ def test_backbone_and_neck_fast_layout_end_to_end_at_batch_1(with_cp):
     _loss(outs[0]).backward()
     _loss(outs[1]).backward()
     _close_grads(models[0], models[1])
+
+
+#: sha256 of ``inspect.getsource`` of mmseg 1.2.2's methods that fast_mit.py's switched classes
+#: re-implement (their copies differ only in building maps with ``nlc_to_nchw_cl``).
+MMSEG_FORWARD_SHA256 = {
+    'EfficientMultiheadAttention':
+        '479d503d62a3cc650239db00eaa8ab1df51fd5ea09d4efe996aea583c4975471',
+    'MixFFN': 'cb39cd6dfb55f872d9a2cb9f3e946324437a8b6f6bc23ed7b377246c4534757c',
+    'MixVisionTransformer': '920808d1537a724db6466d00eef24680bdd6c7f968f6b10d07f10b323da1e27b',
+}
+
+
+@pytest.mark.parametrize('name', sorted(MMSEG_FORWARD_SHA256))
+def test_copied_mmseg_forwards_are_unchanged(name):
+    import hashlib
+    import inspect
+
+    import mmseg
+    from mmseg.models.backbones import mit
+    source = inspect.getsource(getattr(mit, name).forward)
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    assert digest == MMSEG_FORWARD_SHA256[name], (
+        f'mmseg {mmseg.__version__} changed {name}.forward (mmseg/models/backbones/mit.py). '
+        f'equiseg_mm/models/utils/fast_mit.py switches {name} modules to '
+        f'_ChannelsLast{name}, whose forward copies mmseg 1.2.2\'s: port the change into it '
+        f'(keeping nlc_to_nchw_cl for the maps), check that the equality tests in this file '
+        f'still pass, then record the new hash {digest} here')

@@ -1,4 +1,9 @@
-"""Report files of :class:`ModalityBalanceMetric`: JSON, Markdown and a PNG chart (private)."""
+"""The robustness report: JSON, Markdown and a PNG chart of a robustness summary.
+
+:class:`~equiseg_mm.evaluation.ModalityBalanceMetric` (with ``out_dir``) hands its summary to
+:func:`write_robustness_report`, which it imports when it writes a report (the evaluation does
+not depend on the visualisation); matplotlib is imported only to draw the PNG.
+"""
 import json
 import math
 import os
@@ -6,6 +11,8 @@ import os.path as osp
 from typing import List
 
 REPORT_NAME = 'robustness_report'
+
+__all__ = ['REPORT_NAME', 'write_robustness_report']
 
 
 def _num(value, digits: int = 2) -> str:
@@ -139,7 +146,7 @@ def _png(summary: dict, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_report(summary: dict, out_dir: str) -> List[str]:
+def write_robustness_report(summary: dict, out_dir: str) -> List[str]:
     """Write ``robustness_report.{json,md,png}`` into ``out_dir``.
 
     Args:

@@ -116,9 +116,19 @@ def test_strip_allocator_args(bench):
 def test_compile_rows_time_the_compiled_callable(bench, monkeypatch):
     compiled = []
 
+    class Compiled:  # like torch's OptimizedModule: callable, refuses truth tests
+        def __init__(self, module):
+            self.module = module
+
+        def __call__(self, *args):
+            return self.module(*args)
+
+        def __len__(self):
+            raise TypeError('no len()')
+
     def fake_compile(module):
         compiled.append(module)
-        return module
+        return Compiled(module)
     monkeypatch.setattr(bench.torch, 'compile', fake_compile)
     result = bench.main(['--quick', '--models', 'segformer-b0-cl', 'segformer-b0', '--threads',
                          '1', '--no-memory', '--data-samples', '0', '--compile'])

@@ -277,7 +277,8 @@ def measure_latency(models: Dict[str, torch.nn.Module], size: int, warmup: int, 
     wrappers = wrappers or {}
     tasks, system = {}, {name: [] for name in models}
     for name, model in models.items():
-        wrapper = wrappers.get(name) or TensorModeModel(model).eval()
+        # (no `or`: a compiled module refuses truth tests)
+        wrapper = wrappers[name] if name in wrappers else TensorModeModel(model).eval()
         x = torch.randn(batch, input_channels(model), size, size, device=device)
 
         def run(wrapper=wrapper, x=x, system=system[name]):

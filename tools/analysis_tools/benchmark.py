@@ -508,7 +508,7 @@ def _size_blocks(run: Dict, labels: Dict[str, str]) -> List[str]:
         lines.append(f'\n== {size}x{size}, batch {settings["batch"]} '
                      f'(train: batch {settings["train_batch"]}), {settings["threads"]} threads, '
                      f'{settings["device"]}, allocator: {settings.get("allocator", "default")}')
-        lines.append(f'{"model":<34s}{"params M":>9s}{"GFLOPs":>9s}{"lat ms med":>11s}'
+        lines.append(f'{"model":<40s}{"params M":>9s}{"GFLOPs":>9s}{"lat ms med":>11s}'
                      f'{"(min-max)":>17s}{"ms/GFLOP":>9s}{"train s":>9s}{"mem MB":>9s}')
         for name, res in per_model.items():
             lat = res.get('latency_s')
@@ -516,17 +516,17 @@ def _size_blocks(run: Dict, labels: Dict[str, str]) -> List[str]:
             span = f'({lat["min"] * 1e3:.0f}-{lat["max"] * 1e3:.0f})' if lat else '-'
             mem = res.get('peak_memory_bytes')
             lines.append(
-                f'{labels.get(name, name):<34s}{res["params"] / 1e6:9.2f}{gflops:9.2f}'
+                f'{labels.get(name, name):<40s}{res["params"] / 1e6:9.2f}{gflops:9.2f}'
                 f'{_fmt(lat and lat["median"] * 1e3, ".1f"):>11s}{span:>17s}'
                 f'{_fmt(lat and lat["median"] * 1e3 / max(gflops, 1e-9), ".2f"):>9s}'
                 f'{_fmt(res.get("train_iter_s", {}).get("median"), ".3f"):>9s}'
                 f'{_fmt(mem and mem / 2**20, ".0f"):>9s}')
             if '+' in name and lat:
-                lines.append(f'{"":<34s}first call (compilation + 1 run): '
+                lines.append(f'{"":<40s}first call (compilation + 1 run): '
                              f'{lat["first_s"]:.1f} s')
             if 'images_per_s' in res and settings['device'].startswith('cuda'):
                 system = lat.get('system_s') if lat else None
-                lines.append(f'{"":<34s}images/s: {res["images_per_s"]:.1f} fp32, '
+                lines.append(f'{"":<40s}images/s: {res["images_per_s"]:.1f} fp32, '
                              f'{_fmt(res.get("images_per_s_amp"), ".1f")} AMP; system time '
                              f'{_fmt(system and system * 1e3, ".0f")} ms per run')
         ratios = run['ratios'][size]
@@ -539,7 +539,7 @@ def _size_blocks(run: Dict, labels: Dict[str, str]) -> List[str]:
                 r = per_base.get(base)
                 if r is None or name == base:
                     continue
-                lines.append(f'  {labels.get(name, name):<36s}' + ' / '.join(
+                lines.append(f'  {labels.get(name, name):<42s}' + ' / '.join(
                     _fmt(r[k]) for k in ('flops', 'latency', 'latency_per_flops', 'train_iter',
                                          'peak_memory')))
     return lines

@@ -15,7 +15,6 @@ import json
 import os
 import os.path as osp
 import platform
-import sys
 import time
 
 import _console  # noqa: F401,I001  (first: quiet stack warnings)
@@ -91,7 +90,8 @@ def cpu_name() -> str:
 
 def work_units(config: str, iters: int, cfg_options: dict) -> dict:
     """Machine-independent size of one training run: images x pixels x iterations, and the
-    counted forward FLOPs per image (fvcore count, equiseg_mm.utils.complexity) times 3 for forward +
+    counted forward FLOPs per image (fvcore count, equiseg_mm.utils.complexity) times 3 for
+    forward +
     backward."""
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(cfg_options)

@@ -104,7 +104,8 @@ def load_model_cfg(config: str, modalities: Optional[Sequence[str]] = None,
             config's. Channels per modality come from the config's ``modalities`` /
             ``modality_channels`` (3 for a name it lacks). Defaults to None.
         cfg_options (dict, optional): Overrides merged into the config first (as
-            ``--cfg-options``), e.g. ``{'model.neck.aux_summary': 'per_primary'}``. Defaults to None.
+            ``--cfg-options``), e.g. ``{'model.neck.aux_summary': 'per_primary'}``. Defaults to
+            None.
 
     Returns:
         ConfigDict: The model config.

@@ -1,4 +1,5 @@
-"""tools/analysis_tools/benchmark.py and tools/analysis_tools/get_flops.py: a tiny smoke run of their functions.
+"""tools/analysis_tools/benchmark.py and tools/analysis_tools/get_flops.py: a tiny smoke run of
+their functions.
 
 Structure only (keys, interleaved order, FLOP bookkeeping); no timing is asserted.
 """
@@ -105,12 +106,6 @@ def test_both_allocators_and_the_target_line(bench, tmp_path, capsys):
     checks = bench.check_target(fake)
     assert [(c['allocator'], c['met']) for c in checks] == [('default', True), ('keep', False)]
     assert checks[0]['ratio'] == pytest.approx(2.8)
-
-
-def test_strip_allocator_args(bench):
-    argv = ['--sizes', '1024', '--allocator', 'both', '--out', 'x.json', '--no-memory',
-            '--data-samples=3', '--malloc-keep', '--repeats', '3']
-    assert bench._strip_allocator_args(argv) == ['--sizes', '1024', '--repeats', '3']
 
 
 def test_compile_rows_time_the_compiled_callable(bench, monkeypatch):

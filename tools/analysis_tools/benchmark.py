@@ -1,12 +1,13 @@
 """Speed, size and memory of EQUISeg-B0 against SegFormer-B0 baselines, interleaved in one process.
 
-    python tools/analysis_tools/benchmark.py [--sizes 512 1024] [--repeats 10] [--warmup 2] [--threads 2]
+    python tools/analysis_tools/benchmark.py [--sizes 512 1024] [--repeats 10] [--warmup 2]
+        [--threads 2]
         [--train-repeats 3] [--models equiseg-b0 segformer-b0 segformer-b0-fast segformer-b0-cl
                   earlyfusion-b0]
         [--device cpu|cuda] [--data-root DIR] [--out benchmark.json] [--quick] [--no-memory]
         [--cfg-options model.neck.aux_summary=per_primary ...]  # EQUISeg variants
         [--malloc-keep]                                      # glibc keeps freed memory
-    python tools/analysis_tools/benchmark.py --profile [--sizes 512]     # where EQUISeg-B0's time goes
+    python tools/analysis_tools/benchmark.py --profile [--sizes 512]  # where EQUISeg-B0's time goes
 
 Models (25 classes, the same ``SegformerHead`` with 256 channels, SyncBN built as BN):
 
@@ -652,7 +653,11 @@ def _label(name: str) -> str:
 
 def run_other_allocator(argv: Sequence[str], allocator: str) -> Dict:
     """The latency part of this benchmark (no memory, no dataloader) with another allocator
-    setting, in a fresh process; returns its JSON result."""
+    setting, in a fresh process with this run's ``argv``; returns its JSON result.
+
+    The child's own options come after ``argv``: argparse keeps the last value of an option,
+    so they replace this run's ``--allocator``, ``--out`` and ``--data-samples``.
+    """
     with tempfile.TemporaryDirectory(prefix='equiseg_bench_') as tmp:
         out = osp.join(tmp, 'result.json')
         cmd = [sys.executable, osp.abspath(__file__), *argv, '--allocator', allocator,
@@ -665,24 +670,6 @@ def run_other_allocator(argv: Sequence[str], allocator: str) -> Dict:
                                f'{proc.returncode}):\n{proc.stdout[-3000:]}')
         with open(out) as f:
             return json.load(f)
-
-
-def _strip_allocator_args(argv: Sequence[str]) -> List[str]:
-    """``argv`` without ``--allocator X``, ``--malloc-keep``, ``--out X``, ``--no-memory`` and
-    ``--data-samples X`` (the child run sets its own)."""
-    out, skip = [], 0
-    for arg in argv:
-        if skip:
-            skip -= 1
-            continue
-        key = arg.split('=', 1)[0]
-        if key in ('--allocator', '--out', '--data-samples'):
-            skip = 0 if '=' in arg else 1
-            continue
-        if key in ('--malloc-keep', '--no-memory'):
-            continue
-        out.append(arg)
-    return out
 
 
 def check_target(result: Dict) -> List[Dict]:
@@ -797,7 +784,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='EQUISeg-B0 config')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='overrides of the EQUISeg config, e.g. '
-                        'model.neck.aux_summary=per_primary model.neck.cross_sr_ratios=None (the paper\'s CMTB)')
+                        'model.neck.aux_summary=per_primary model.neck.cross_sr_ratios=None '
+                        'model.neck.self_attn=True (the paper\'s CMTB)')
     parser.add_argument('--device', default=None,
                         help='cpu or cuda[:i]; default cuda when available')
     parser.add_argument('--data-root', default=None,
@@ -867,7 +855,7 @@ def main(argv=None) -> Dict:
             args.allocator = 'default'
         result = run_benchmark(args)
         if both:
-            other = run_other_allocator(_strip_allocator_args(argv), 'keep')
+            other = run_other_allocator(argv, 'keep')
             result['other_allocators'] = {'keep': {k: other[k] for k in (
                 'settings', 'results', 'ratios', 'schedule', 'machine')}}
             result['target'] = check_target(result)

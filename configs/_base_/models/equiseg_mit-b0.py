@@ -59,8 +59,8 @@ model = dict(
         cross_sr_ratios=[16, 8, 4, 2],
         # No self-attention step in the blocks of the two high-resolution stages (the branches'
         # own MiT blocks just attended at those resolutions): 16% of EQUISeg-B0's FLOPs at
-        # 1024 x 1024 (README, "Performance"); same full-modality mIoU and subset average on
-        # the synthetic job over 3 seeds. The paper's block: self_attn=True.
+        # 1024 x 1024 (README, "Performance"); full-modality mIoU and subset average within
+        # the seed spread on the synthetic job (3 seeds). The paper's block: self_attn=True.
         self_attn=[False, False, True, True]),
     decode_head=dict(
         type='SegformerHead',

@@ -1,7 +1,8 @@
 """Multi-branch encoder: one equal branch per modality (EQUISeg's encoder), MiT or any backbone.
 
 Besides :class:`MultiModalMiT`, this file holds :func:`convert_segformer_mit_keys` (official
-SegFormer ``mit_b*.pth`` key names -> mmseg's), which ``tools/model_converters/convert_mit_checkpoint.py`` uses.
+SegFormer ``mit_b*.pth`` key names -> mmseg's), which
+``tools/model_converters/convert_mit_checkpoint.py`` uses.
 """
 import contextlib
 import copy

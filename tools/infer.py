@@ -69,7 +69,7 @@ def _collect(args, modalities: List[str], parser) -> Dict[str, str]:
             parser.error(f'modality {name!r} is given twice')
         files[name] = path
     if not files:
-        parser.error(f'no modality given; give at least one of '
+        parser.error('no modality given; give at least one of '
                      + ', '.join(f'--{m} PATH' for m in modalities))
     for name, path in files.items():
         if not osp.isfile(path):

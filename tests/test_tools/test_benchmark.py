@@ -158,8 +158,11 @@ def test_get_flops_parts_and_counted_attention(capsys):
 
 
 def test_baselines_differ_only_in_their_speed_switches(bench):
-    stock, fast, cl = (bench.build_model(n) for n in
-                       ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl'))
+    stock, fast, cl, fh = (bench.build_model(n) for n in
+                           ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl',
+                            'segformer-b0-fh'))
+    assert [type(m.decode_head).__name__ for m in (stock, fast, cl, fh)] == \
+        ['SegformerHead'] * 3 + ['FastSegformerHead']
     attn = [m.backbone.layers[0][1][0].attn for m in (stock, fast, cl)]
     assert [type(a.attn).__name__ for a in attn] == [
         'MultiheadAttention', '_NoWeightsMultiheadAttention', '_NoWeightsMultiheadAttention']
@@ -167,9 +170,24 @@ def test_baselines_differ_only_in_their_speed_switches(bench):
         'MixVisionTransformer', 'MixVisionTransformer', '_ChannelsLastMixVisionTransformer']
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        outs = [m(x, mode='tensor') for m in (stock, fast, cl)]
-    assert torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[0], outs[2],
-                                                                           atol=1e-5)
+        outs = [m(x, mode='tensor') for m in (stock, fast, cl, fh)]
+    for out in outs[1:]:
+        assert torch.allclose(outs[0], out, atol=1e-5)
+
+
+def test_equiseg_variants_change_only_what_they_name(bench):
+    """The stock-head variant predicts what the shipped model predicts; the light and paper
+    variants build the necks they name."""
+    shipped, stock, light, paper = (bench.build_model(n) for n in (
+        'equiseg-b0', 'equiseg-b0-stockhead', 'equiseg-b0-light', 'equiseg-b0-paper'))
+    assert (type(shipped.decode_head).__name__, type(stock.decode_head).__name__) == \
+        ('FastSegformerHead', 'SegformerHead')
+    x = torch.randn(1, 12, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(shipped(x, mode='tensor'), stock(x, mode='tensor'), atol=1e-4)
+    assert light.neck.self_attn == [False] * 4 and \
+        light.neck.stages[0][0].cross_attn.kv_grid == 8
+    assert paper.neck.self_attn == [True] * 4 and paper.neck.aux_summary == 'per_primary'
 
 
 KEEP_SCRIPT = """

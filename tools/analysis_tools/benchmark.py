@@ -9,11 +9,18 @@
         [--malloc-keep]                                      # glibc keeps freed memory
     python tools/analysis_tools/benchmark.py --profile [--sizes 512]  # where EQUISeg-B0's time goes
 
-Models (25 classes, the same ``SegformerHead`` with 256 channels, SyncBN built as BN):
+Models (25 classes, a 256-channel SegFormer all-MLP head, SyncBN built as BN):
 
 * ``equiseg-b0``: EQUISeg-B0 on RGB-D-E-L, built from ``--config`` (default
   ``configs/equiseg/equiseg_mit-b0_8xb2-160k_deliver-rgbdel-1024x1024.py``) without the
-  pretrained ``init_cfg``; branch and neck attention without attention maps (its default).
+  pretrained ``init_cfg``; branch and neck attention without attention maps (its default); its
+  head is ``FastSegformerHead`` (mmseg's ``SegformerHead`` computed in a cheaper order, same
+  outputs).
+* ``equiseg-b0-stockhead``: the same with mmseg's ``SegformerHead`` (same outputs).
+* ``equiseg-b0-light``: the lightest CMTB measured: no self-attention step at any stage,
+  cross-attention keys average-pooled to 8 x 8 (``cross_kv_grids``); lower accuracy (README).
+* ``equiseg-b0-paper``: the paper's CMTB on every stage (``self_attn=True``,
+  ``aux_summary='per_primary'``, ``cross_sr_ratios=None``), the shipped head.
 * ``segformer-b0``: mmseg's own SegFormer-B0 on RGB (stock ``MixVisionTransformer`` +
   ``SegformerHead``, mmseg's ``segformer_mit-b0`` settings), stock attention: mmseg calls
   ``nn.MultiheadAttention`` with ``need_weights=True``, so every attention map is materialised.
@@ -21,10 +28,13 @@ Models (25 classes, the same ``SegformerHead`` with 256 channels, SyncBN built a
   "attention weights off" SegFormer of the project's performance targets).
 * ``segformer-b0-cl``: the same with both of EQUISeg's speed switches for MiT (same outputs):
   ``use_fast_attention`` and ``use_channels_last`` (MiT's maps with regular channels-last
-  strides, so oneDNN's convolutions run without layout reorders at batch 1): the fastest
-  single-branch baseline known here.
-* ``earlyfusion-b0``: one MiT-B0 over the 12 stacked RGB-D-E-L channels, the same head, both
-  switches (as EQUISeg's branches).
+  strides, so oneDNN's convolutions run without layout reorders at batch 1): the baseline of
+  the project's performance target (stock ``SegformerHead``).
+* ``segformer-b0-fh``: ``segformer-b0-cl`` with EQUISeg's ``FastSegformerHead``: the fastest
+  single-branch model known here (for comparison; the target's baseline stays
+  ``segformer-b0-cl``).
+* ``earlyfusion-b0``: one MiT-B0 over the 12 stacked RGB-D-E-L channels, mmseg's head, both
+  MiT switches (as EQUISeg's branches).
 
 Layout note: at batch 1, stock MiT's maps are channels-last views with an irregular batch
 stride, on which oneDNN reorders the data around every convolution (MixFFN, spatial reduction,
@@ -112,24 +122,32 @@ SYNTHETIC_CONFIG = osp.join(ROOT, 'configs', 'equiseg',
 MODALITIES = ('rgb', 'depth', 'event', 'lidar')
 NUM_CLASSES = 25
 BASELINES = ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl')
-MODEL_NAMES = ('equiseg-b0', 'equiseg-b0-selfattn', 'equiseg-b0-paper', 'segformer-b0',
-               'segformer-b0-fast', 'segformer-b0-cl', 'earlyfusion-b0')
+MODEL_NAMES = ('equiseg-b0', 'equiseg-b0-stockhead', 'equiseg-b0-light', 'equiseg-b0-paper',
+               'segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl', 'segformer-b0-fh',
+               'earlyfusion-b0')
 LABELS = {
     'equiseg-b0': 'EQUISeg-B0 (RGB-D-E-L)',
-    'equiseg-b0-selfattn': 'EQUISeg-B0, neck self-attn all',
+    'equiseg-b0-stockhead': "EQUISeg-B0, mmseg's head",
+    'equiseg-b0-light': 'EQUISeg-B0, lightest neck',
     'equiseg-b0-paper': "EQUISeg-B0, paper's CMTB",
     'segformer-b0': 'SegFormer-B0 (RGB, stock)',
     'segformer-b0-fast': 'SegFormer-B0 (RGB, weights off)',
     'segformer-b0-cl': 'SegFormer-B0 (RGB, w-off + cl)',
+    'segformer-b0-fh': 'SegFormer-B0 (w-off+cl+fast head)',
     'earlyfusion-b0': 'Early-fusion MiT-B0 (12 ch)',
 }
 #: EQUISeg variants: the ``--config`` model with these overrides (before ``--cfg-options``)
 EQUISEG_VARIANTS = {
     'equiseg-b0': {},
-    # the neck's self-attention on every stage (the shipped setting before 2026-11-27)
-    'equiseg-b0-selfattn': {'model.neck.self_attn': True},
+    # the same with mmseg's SegformerHead (the shipped model before FastSegformerHead)
+    'equiseg-b0-stockhead': {'model.decode_head.type': 'SegformerHead'},
+    # the lightest CMTB measured: no self-attention step at any stage, cross-attention keys
+    # pooled to 8 x 8 (about 1 point lower full-modality mIoU on the synthetic job, README)
+    'equiseg-b0-light': {'model.neck.self_attn': False, 'model.neck.cross_sr_ratios': None,
+                         'model.neck.cross_kv_grids': [8, 8, 8, 8]},
     # the paper's CMTB: per-primary auxiliary summary, the self-attention's key reduction for
-    # the cross-attention, self-attention on every stage
+    # the cross-attention, self-attention on every stage (the head: the shipped one, which
+    # computes mmseg's SegformerHead in a cheaper order)
     'equiseg-b0-paper': {'model.neck.self_attn': True, 'model.neck.aux_summary': 'per_primary',
                          'model.neck.cross_sr_ratios': None},
 }
@@ -188,6 +206,10 @@ def model_cfg(name: str, config: str = DEFAULT_CONFIG,
         return cfg.to_dict()
     if name in ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl'):
         return _segformer_cfg(3)
+    if name == 'segformer-b0-fh':
+        cfg = _segformer_cfg(3)
+        cfg['decode_head']['type'] = 'FastSegformerHead'
+        return cfg
     if name == 'earlyfusion-b0':
         return _segformer_cfg(3 * len(MODALITIES), MODALITIES)
     raise ValueError(f'unknown model {name!r}; choose from {list(MODEL_NAMES)}')
@@ -198,9 +220,9 @@ def build_model(name: str, config: str = DEFAULT_CONFIG, device: str = 'cpu',
     """Build a benchmark model (eval mode, random weights, fixed seed) on ``device``."""
     torch.manual_seed(0)
     model = build_segmentor(model_cfg(name, config, cfg_options))
-    if name in ('segformer-b0-fast', 'segformer-b0-cl', 'earlyfusion-b0'):
+    if name in ('segformer-b0-fast', 'segformer-b0-cl', 'segformer-b0-fh', 'earlyfusion-b0'):
         use_fast_attention(model)
-    if name in ('segformer-b0-cl', 'earlyfusion-b0'):
+    if name in ('segformer-b0-cl', 'segformer-b0-fh', 'earlyfusion-b0'):
         use_channels_last(model)
     return model.to(device).eval()
 

@@ -21,6 +21,18 @@ _PER_MODALITY_OUT = ('fused', 'raw', 'none')
 _AUX_SUMMARIES = ('per_primary', 'shared')
 
 
+def _per_stage_flags(name: str, value: Union[bool, Sequence[bool]],
+                     num_stages: int) -> List[bool]:
+    """One bool for every stage, or one bool per stage -> a list of ``num_stages`` bools."""
+    if isinstance(value, bool):
+        return [value] * num_stages
+    if not isinstance(value, Sequence) or len(value) != num_stages or \
+            not all(isinstance(v, bool) for v in value):
+        raise ValueError(f'{name} must be True, False or one bool per stage ({num_stages}), '
+                         f'got {value!r}')
+    return [bool(v) for v in value]
+
+
 def _norm_nchw(norm: nn.Module, x: Tensor) -> Tensor:
     """Apply a channel-last norm (e.g. LayerNorm) to an NCHW map."""
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -95,26 +107,35 @@ class _CrossAttention(BaseModule):
     instead drops the last rows/columns that do not fill a window; padding lets every pixel
     reach a key and lets maps smaller than the ratio work). Maps whose sides the ratio divides
     (e.g. 1024 x 1024 inputs) are not padded.
+    With ``kv_grid`` = g, SR is instead an average pooling of the context to g x g cells
+    (adaptive, as PVTv2's linear spatial-reduction attention; a side shorter than g keeps its
+    length): the same number of keys at any input size, no SR weights.
     A ``context`` with a batch that divides the query's (one per sample, shared by several
     primaries stacked primary-major) is projected once and reused for each of them.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int, qkv_bias: bool,
-                 attn_drop: float, norm_cfg: dict) -> None:
+                 attn_drop: float, norm_cfg: dict, kv_grid: Optional[int] = None) -> None:
         super().__init__()
+        self.kv_grid = kv_grid
         self.num_heads = num_heads
         self.attn_drop = attn_drop
         self.norm_q = build_norm_layer(norm_cfg, embed_dims)[1]
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.kv = nn.Linear(embed_dims, 2 * embed_dims, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
-        self.sr = nn.Conv2d(embed_dims, embed_dims, sr_ratio, sr_ratio) if sr_ratio > 1 else None
+        self.sr = nn.Conv2d(embed_dims, embed_dims, sr_ratio, sr_ratio) \
+            if sr_ratio > 1 and kv_grid is None else None
         self.norm_kv = build_norm_layer(norm_cfg, embed_dims)[1]
 
     def forward(self, query: Tensor, context: Tensor) -> Tensor:
         b, c, h, w = query.shape
         q = self.q(self.norm_q(nchw_to_nlc(query)))
-        if self.sr is not None:
+        if self.kv_grid is not None:
+            g = self.kv_grid
+            context = F.adaptive_avg_pool2d(
+                context, (min(g, context.shape[2]), min(g, context.shape[3])))
+        elif self.sr is not None:
             r = self.sr.kernel_size[0]
             pad_h, pad_w = -context.shape[2] % r, -context.shape[3] % r
             if pad_h or pad_w:  # every pixel reaches a key: zero-pad the bottom/right to a
@@ -145,7 +166,7 @@ class _CrossModalBlock(BaseModule):
                  selection: str, with_cross: bool, with_ffn: bool, ffn_ratio: int,
                  qkv_bias: bool, attn_drop: float, norm_cfg: dict,
                  aux_summary: str = 'per_primary', cross_sr_ratio: Optional[int] = None,
-                 with_self_attn: bool = True) -> None:
+                 with_self_attn: bool = True, cross_kv_grid: Optional[int] = None) -> None:
         super().__init__()
         self.selection = selection
         self.aux_summary = aux_summary
@@ -163,7 +184,7 @@ class _CrossModalBlock(BaseModule):
             self.mix_proj = nn.Conv2d(embed_dims, embed_dims, 1)
             self.cross_attn = _CrossAttention(
                 embed_dims, num_heads, sr_ratio if cross_sr_ratio is None else cross_sr_ratio,
-                qkv_bias, attn_drop, norm_cfg)
+                qkv_bias, attn_drop, norm_cfg, kv_grid=cross_kv_grid)
         if with_ffn:
             self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
             self.ffn = MixFFN(embed_dims, ffn_ratio * embed_dims)
@@ -291,6 +312,13 @@ class CMTBNeck(BaseModule):
             arithmetic; it changes the model (the shipped configs use it together with
             ``aux_summary='shared'``; same full-modality mIoU on the synthetic job, README
             "Performance"). Defaults to None (``sr_ratios``, the paper's block).
+        cross_kv_grids (Sequence[int], optional): Instead of a strided reduction, the
+            cross-attention's K/V come from the context average-pooled to g x g cells per stage
+            (adaptive pooling, as PVTv2's linear spatial-reduction attention): the same number
+            of keys at every input size and no reduction weights. E.g. (8, 8, 8, 8) gives the
+            key count of ``cross_sr_ratios=(32, 16, 8, 4)`` at 1024 x 1024, and still 8 x 8 keys
+            on small crops where those ratios leave one. Exclusive with ``cross_sr_ratios``.
+            Defaults to None (strided reduction).
         pool_sizes (Sequence[int]): Odd kernel sizes of the mixer's parallel average pools.
             Defaults to (3, 7, 11).
         selection (str): Auxiliary selection: 'sqh' (Self-Query Hub + max merge, the paper's),
@@ -343,6 +371,7 @@ class CMTBNeck(BaseModule):
                  num_heads: Sequence[int] = (1, 2, 5, 8),
                  sr_ratios: Sequence[int] = (8, 4, 2, 1),
                  cross_sr_ratios: Optional[Sequence[int]] = None,
+                 cross_kv_grids: Optional[Sequence[int]] = None,
                  pool_sizes: Sequence[int] = (3, 7, 11),
                  selection: str = 'sqh',
                  share_weights: bool = True,
@@ -370,18 +399,23 @@ class CMTBNeck(BaseModule):
                 raise ValueError(f'num_heads {num_heads} must divide in_channels {in_channels}')
             if r < 1:
                 raise ValueError(f'sr_ratios must be >= 1, got {sr_ratios}')
+        if cross_kv_grids is not None:
+            if cross_sr_ratios is not None:
+                raise ValueError('give cross_sr_ratios (strided reduction) or cross_kv_grids '
+                                 '(pooling to a fixed grid) for the cross-attention, not both')
+            cross_kv_grids = list(cross_kv_grids) if isinstance(cross_kv_grids, Sequence) \
+                else cross_kv_grids
+            if not isinstance(cross_kv_grids, list) or len(cross_kv_grids) != len(in_channels) \
+                    or any(not isinstance(g, int) or g < 1 for g in cross_kv_grids):
+                raise ValueError(f'cross_kv_grids must be None or one int >= 1 per stage, '
+                                 f'got {cross_kv_grids}')
+        grids = cross_kv_grids or [None] * len(in_channels)
         cross_sr_ratios = sr_ratios if cross_sr_ratios is None else list(cross_sr_ratios)
         if len(cross_sr_ratios) != len(in_channels) or any(
                 not isinstance(r, int) or r < 1 for r in cross_sr_ratios):
             raise ValueError(f'cross_sr_ratios must be None or one int >= 1 per stage, '
                              f'got {cross_sr_ratios}')
-        if isinstance(self_attn, bool):
-            self_attn = [self_attn] * len(in_channels)
-        elif not isinstance(self_attn, Sequence) or len(self_attn) != len(in_channels) or \
-                not all(isinstance(v, bool) for v in self_attn):
-            raise ValueError(f'self_attn must be True, False or one bool per stage '
-                             f'({len(in_channels)}), got {self_attn!r}')
-        self.self_attn = [bool(v) for v in self_attn]
+        self.self_attn = _per_stage_flags('self_attn', self_attn, len(in_channels))
         pool_sizes = list(pool_sizes)
         if not pool_sizes or any(not isinstance(k, int) or k < 1 or k % 2 == 0
                                  for k in pool_sizes):
@@ -418,11 +452,12 @@ class CMTBNeck(BaseModule):
         copies = 1 if share_weights else num_modalities
 
         self.stages = ModuleList()
-        for c, h, r, cr, sa in zip(in_channels, num_heads, sr_ratios, cross_sr_ratios,
-                                   self.self_attn):
+        for c, h, r, cr, sa, g in zip(in_channels, num_heads, sr_ratios, cross_sr_ratios,
+                                      self.self_attn, grids):
             self.stages.append(ModuleList([
                 _CrossModalBlock(c, h, r, pool_sizes, selection, with_cross, with_ffn,
-                                 ffn_ratio, qkv_bias, attn_drop, norm_cfg, aux_summary, cr, sa)
+                                 ffn_ratio, qkv_bias, attn_drop, norm_cfg, aux_summary, cr, sa,
+                                 cross_kv_grid=g)
                 for _ in range(copies)]))
         if fast_attention:
             use_fast_attention(self)

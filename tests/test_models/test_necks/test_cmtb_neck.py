@@ -416,3 +416,34 @@ def test_self_attn_off_gets_gradients_everywhere():
     outs = neck(_feats(3))
     sum(o.square().mean() for o in outs).backward()
     assert all(p.grad is not None for p in neck.parameters())
+
+
+@pytest.mark.parametrize('size, keys', [((16, 24), (4, 4)), ((3, 40), (3, 4)), ((2, 2), (2, 2))])
+def test_cross_kv_grid_pools_the_context_to_a_fixed_grid(size, keys):
+    """cross_kv_grids=4: the keys are the context average-pooled to 4 x 4 cells (a side shorter
+    than 4 keeps its length), whatever the map size; no reduction weights are built."""
+    torch.manual_seed(0)
+    neck = _neck(cross_kv_grids=(4, 4, 4, 4), aux_summary='shared', self_attn=False)
+    neck.init_weights()
+    neck.eval()
+    attn = neck.stages[0][0].cross_attn
+    assert attn.sr is None and not any('.sr.' in k for k in neck.state_dict())
+    h, w = size
+    query, context = torch.randn(2, 8, h, w), torch.randn(2, 8, h, w)
+    with torch.no_grad():
+        got = attn(query, context)
+        pooled = F.adaptive_avg_pool2d(context, keys)
+        if keys == size:
+            assert torch.equal(pooled, context)
+        kv = attn.kv(attn.norm_kv(pooled.flatten(2).transpose(1, 2)))
+        q = attn.q(attn.norm_q(query.flatten(2).transpose(1, 2)))
+        k, v = kv.chunk(2, dim=-1)
+        want = attn.proj(F.scaled_dot_product_attention(q, k, v))
+    assert torch.allclose(got.flatten(2).transpose(1, 2), want, atol=1e-5)
+    outs = neck.train()(_feats(3, requires_grad=True))
+    sum(o.square().mean() for o in outs[:4]).backward()
+    assert all(p.grad is not None for p in neck.parameters())
+    with pytest.raises(ValueError, match='not both'):
+        _neck(cross_kv_grids=(4, 4, 4, 4), cross_sr_ratios=(8, 4, 2, 1))
+    with pytest.raises(ValueError, match='cross_kv_grids'):
+        _neck(cross_kv_grids=(4, 4, 0, 4))

@@ -21,4 +21,6 @@ model = dict(
         attn_drop_rate=0.0,
         drop_path_rate=0.1),
     neck=None,
+    # mmseg's own head (EQUISeg's configs run it as FastSegformerHead: the same function)
+    decode_head=dict(type='SegformerHead'),
     auxiliary_head=None)

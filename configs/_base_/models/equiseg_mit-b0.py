@@ -60,14 +60,15 @@ model = dict(
         aux_summary='shared',
         cross_sr_ratios=[16, 8, 4, 2],
         # No self-attention step in the blocks of the two high-resolution stages (the branches'
-        # own MiT blocks just attended at those resolutions): 16% of EQUISeg-B0's FLOPs at
+        # own MiT blocks just attended at those resolutions): 17% of EQUISeg-B0's FLOPs at
         # 1024 x 1024 (README, "Performance"); full-modality mIoU and subset average within
-        # the seed spread on the synthetic job (3 seeds). Dropping it at stages 3-4 too cost
-        # about 1 point of full-modality mIoU there (3 seeds): kept.
+        # the seed spread on the synthetic job (3 seeds). No self-attention step at any stage,
+        # with coarser or pooled cross-attention keys, cost about 1 point of full-modality mIoU
+        # there (3 seeds): not shipped.
         self_attn=[False, False, True, True]),
     decode_head=dict(
         # mmseg's SegformerHead with its fusion convolution applied per stage before the
-        # upsampling: same parameters and outputs, 7.5 instead of 19.0 GFLOPs at 1024 x 1024
+        # upsampling: same parameters and outputs, 7.4 instead of 19.0 GFLOPs at 1024 x 1024
         type='FastSegformerHead',
         in_channels=[32, 64, 160, 256],
         in_index=[0, 1, 2, 3],

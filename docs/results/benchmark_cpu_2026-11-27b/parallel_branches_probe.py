@@ -19,25 +19,43 @@ torch.set_num_threads(2)
 eq = B.build_model('equiseg-b0')
 bb = eq.backbone
 x = torch.randn(1, 12, 1024, 1024)
+
+
+def run_branch(n):
+    return bb._branch_maps(n, bb.branches[n], x[:, bb._slices[bb.modalities[n]]])
+
+
 def seq():
-    return [bb._branch_maps(n, br, x[:, bb._slices[name]]) for n, (name, br) in enumerate(zip(bb.modalities, bb.branches))]
-def par(groups=((0, 2), (1, 3)), nt=1):
-    res = [None] * 4
+    """The four branches one after another, 2 intra-op threads."""
+    return [run_branch(n) for n in range(len(bb.branches))]
+
+
+def par(groups=((0, 2), (1, 3)), threads=1):
+    """Two Python threads, each running its branches with `threads` intra-op threads."""
+    res = [None] * len(bb.branches)
+
     def work(idx):
-        torch.set_num_threads(nt)
+        torch.set_num_threads(threads)  # per calling thread
         with torch.no_grad():
             for n in idx:
-                name = bb.modalities[n]
-                res[n] = bb._branch_maps(n, bb.branches[n], x[:, bb._slices[name]])
-    ts = [threading.Thread(target=work, args=(g,)) for g in groups]
-    [t.start() for t in ts]; [t.join() for t in ts]
+                res[n] = run_branch(n)
+    workers = [threading.Thread(target=work, args=(g, )) for g in groups]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     return res
+
+
 with torch.no_grad():
-    a = seq(); b = par()
+    a, b = seq(), par()
     print('maxdiff', max((u - v).abs().max().item() for p, q in zip(a, b) for u, v in zip(p, q)))
     print('threads after', torch.get_num_threads())
-    t = {'seq': [], 'par': []}
-    for r in range(4):
-        s = time.perf_counter(); seq(); t['seq'].append(time.perf_counter() - s)
-        s = time.perf_counter(); par(); t['par'].append(time.perf_counter() - s)
-    for k, v in t.items(): print(k, round(statistics.median(v) * 1000), [round(q * 1000) for q in v])
+    times = {'seq': [], 'par': []}
+    for _ in range(4):
+        for name, fn in (('seq', seq), ('par', par)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    for name, t in times.items():
+        print(name, round(statistics.median(t) * 1000), [round(v * 1000) for v in t])

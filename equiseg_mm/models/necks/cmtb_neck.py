@@ -315,10 +315,13 @@ class CMTBNeck(BaseModule):
         cross_kv_grids (Sequence[int], optional): Instead of a strided reduction, the
             cross-attention's K/V come from the context average-pooled to g x g cells per stage
             (adaptive pooling, as PVTv2's linear spatial-reduction attention): the same number
-            of keys at every input size and no reduction weights. E.g. (8, 8, 8, 8) gives the
-            key count of ``cross_sr_ratios=(32, 16, 8, 4)`` at 1024 x 1024, and still 8 x 8 keys
-            on small crops where those ratios leave one. Exclusive with ``cross_sr_ratios``.
-            Defaults to None (strided reduction).
+            of keys at every input size (up to g x g: a side shorter than g keeps its length)
+            and no reduction weights. E.g. (8, 8, 8, 8) gives the key count of
+            ``cross_sr_ratios=(32, 16, 8, 4)`` at 1024 x 1024, and 8 x 8 / 8 x 8 / 6 x 6 / 3 x 3
+            keys on 96 x 96 crops where those ratios leave one per stage. Exclusive with
+            ``cross_sr_ratios``. Not in the paper; with no self-attention step it cost about
+            one point of mIoU on the synthetic job (README, "Performance"). Defaults to None
+            (strided reduction).
         pool_sizes (Sequence[int]): Odd kernel sizes of the mixer's parallel average pools.
             Defaults to (3, 7, 11).
         selection (str): Auxiliary selection: 'sqh' (Self-Query Hub + max merge, the paper's),
@@ -406,9 +409,10 @@ class CMTBNeck(BaseModule):
             cross_kv_grids = list(cross_kv_grids) if isinstance(cross_kv_grids, Sequence) \
                 else cross_kv_grids
             if not isinstance(cross_kv_grids, list) or len(cross_kv_grids) != len(in_channels) \
-                    or any(not isinstance(g, int) or g < 1 for g in cross_kv_grids):
-                raise ValueError(f'cross_kv_grids must be None or one int >= 1 per stage, '
-                                 f'got {cross_kv_grids}')
+                    or any(type(g) is not int or g < 1 for g in cross_kv_grids):
+                raise ValueError(f'cross_kv_grids must be None or one int >= 1 per stage '
+                                 f'({len(in_channels)}, e.g. [8] * {len(in_channels)}), '
+                                 f'got {cross_kv_grids!r}')
         grids = cross_kv_grids or [None] * len(in_channels)
         cross_sr_ratios = sr_ratios if cross_sr_ratios is None else list(cross_sr_ratios)
         if len(cross_sr_ratios) != len(in_channels) or any(

@@ -67,7 +67,8 @@ def test_fused_is_sum_over_primaries():
 @pytest.mark.parametrize('selection', ['sqh', 'max', 'mean'])
 @pytest.mark.parametrize('n', [2, 3, 4])
 def test_batched_equals_naive_loop(selection, n):
-    neck = _neck(selection=selection, with_ffn=(n == 3))
+    neck = _neck(selection=selection, with_ffn=(n == 3),
+                 cross_kv_grids=(3, 3, 3, 3) if n == 2 else None)
     neck.init_weights()
     with torch.no_grad():  # a non-trivial SQH score (init makes it a constant 0.5)
         for blocks in neck.stages:
@@ -274,6 +275,12 @@ def test_shared_aux_summary_equals_its_definition_and_differs_from_paper():
         assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(got[0], paper(feats)[0], atol=1e-3)
     assert all(o.shape == p.shape for o, p in zip(got, paper(feats)))
+    # the same with keys pooled to a grid: the one summary per sample, repeated per primary
+    pooled = _neck(aux_summary='shared', cross_kv_grids=(3, 3, 3, 3), self_attn=False)
+    pooled.init_weights()
+    got = pooled(feats)
+    for a, b in zip(got[:4], _shared_naive(pooled, feats)):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_shared_aux_summary_gets_gradients():
@@ -445,5 +452,6 @@ def test_cross_kv_grid_pools_the_context_to_a_fixed_grid(size, keys):
     assert all(p.grad is not None for p in neck.parameters())
     with pytest.raises(ValueError, match='not both'):
         _neck(cross_kv_grids=(4, 4, 4, 4), cross_sr_ratios=(8, 4, 2, 1))
-    with pytest.raises(ValueError, match='cross_kv_grids'):
-        _neck(cross_kv_grids=(4, 4, 0, 4))
+    for bad in ((4, 4, 0, 4), (4, 4, 4), 4, (4, 4, 4.0, 4), (4, True, 4, 4)):
+        with pytest.raises(ValueError, match='cross_kv_grids'):
+            _neck(cross_kv_grids=bad)

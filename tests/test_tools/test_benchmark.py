@@ -175,7 +175,7 @@ def test_baselines_differ_only_in_their_speed_switches(bench):
         assert torch.allclose(outs[0], out, atol=1e-5)
 
 
-def test_equiseg_variants_change_only_what_they_name(bench):
+def test_equiseg_variants_build_what_they_name(bench):
     """The stock-head variant predicts what the shipped model predicts; the light and paper
     variants build the necks they name."""
     shipped, stock, light, paper = (bench.build_model(n) for n in (

@@ -154,6 +154,10 @@ EQUISEG_VARIANTS = {
 #: The target of the project's performance issue: EQUISeg-B0 at 1024 x 1024 at most this many
 #: times the latency of SegFormer-B0 with attention weights off + channels-last maps.
 TARGET = dict(model='equiseg-b0', baseline='segformer-b0-cl', size=1024, ratio=2.9)
+#: baselines built with EQUISeg's MiT speed switches (``use_fast_attention``; and
+#: ``use_channels_last``)
+FAST_ATTENTION = ('segformer-b0-fast', 'segformer-b0-cl', 'segformer-b0-fh', 'earlyfusion-b0')
+CHANNELS_LAST = ('segformer-b0-cl', 'segformer-b0-fh', 'earlyfusion-b0')
 #: models ``--compile`` also times compiled
 COMPILABLE = ('equiseg-b0', 'segformer-b0-cl')
 MEMORY_METHOD = ('CPU: peak RSS (VmHWM) during one forward minus RSS before it, fresh '
@@ -220,9 +224,9 @@ def build_model(name: str, config: str = DEFAULT_CONFIG, device: str = 'cpu',
     """Build a benchmark model (eval mode, random weights, fixed seed) on ``device``."""
     torch.manual_seed(0)
     model = build_segmentor(model_cfg(name, config, cfg_options))
-    if name in ('segformer-b0-fast', 'segformer-b0-cl', 'segformer-b0-fh', 'earlyfusion-b0'):
+    if name in FAST_ATTENTION:
         use_fast_attention(model)
-    if name in ('segformer-b0-cl', 'segformer-b0-fh', 'earlyfusion-b0'):
+    if name in CHANNELS_LAST:
         use_channels_last(model)
     return model.to(device).eval()
 

@@ -21,18 +21,6 @@ _PER_MODALITY_OUT = ('fused', 'raw', 'none')
 _AUX_SUMMARIES = ('per_primary', 'shared')
 
 
-def _per_stage_flags(name: str, value: Union[bool, Sequence[bool]],
-                     num_stages: int) -> List[bool]:
-    """One bool for every stage, or one bool per stage -> a list of ``num_stages`` bools."""
-    if isinstance(value, bool):
-        return [value] * num_stages
-    if not isinstance(value, Sequence) or len(value) != num_stages or \
-            not all(isinstance(v, bool) for v in value):
-        raise ValueError(f'{name} must be True, False or one bool per stage ({num_stages}), '
-                         f'got {value!r}')
-    return [bool(v) for v in value]
-
-
 def _norm_nchw(norm: nn.Module, x: Tensor) -> Tensor:
     """Apply a channel-last norm (e.g. LayerNorm) to an NCHW map."""
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -406,10 +394,9 @@ class CMTBNeck(BaseModule):
             if cross_sr_ratios is not None:
                 raise ValueError('give cross_sr_ratios (strided reduction) or cross_kv_grids '
                                  '(pooling to a fixed grid) for the cross-attention, not both')
-            cross_kv_grids = list(cross_kv_grids) if isinstance(cross_kv_grids, Sequence) \
-                else cross_kv_grids
-            if not isinstance(cross_kv_grids, list) or len(cross_kv_grids) != len(in_channels) \
-                    or any(type(g) is not int or g < 1 for g in cross_kv_grids):
+            if not isinstance(cross_kv_grids, Sequence) or \
+                    len(cross_kv_grids) != len(in_channels) or \
+                    any(type(g) is not int or g < 1 for g in cross_kv_grids):
                 raise ValueError(f'cross_kv_grids must be None or one int >= 1 per stage '
                                  f'({len(in_channels)}, e.g. [8] * {len(in_channels)}), '
                                  f'got {cross_kv_grids!r}')
@@ -419,7 +406,13 @@ class CMTBNeck(BaseModule):
                 not isinstance(r, int) or r < 1 for r in cross_sr_ratios):
             raise ValueError(f'cross_sr_ratios must be None or one int >= 1 per stage, '
                              f'got {cross_sr_ratios}')
-        self.self_attn = _per_stage_flags('self_attn', self_attn, len(in_channels))
+        if isinstance(self_attn, bool):
+            self_attn = [self_attn] * len(in_channels)
+        elif not isinstance(self_attn, Sequence) or len(self_attn) != len(in_channels) or \
+                not all(isinstance(v, bool) for v in self_attn):
+            raise ValueError(f'self_attn must be True, False or one bool per stage '
+                             f'({len(in_channels)}), got {self_attn!r}')
+        self.self_attn = [bool(v) for v in self_attn]
         pool_sizes = list(pool_sizes)
         if not pool_sizes or any(not isinstance(k, int) or k < 1 or k % 2 == 0
                                  for k in pool_sizes):

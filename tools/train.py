@@ -9,6 +9,7 @@ import os.path as osp
 
 import equiseg_mm  # noqa: F401  (registers the plugin; configs also import it)
 from equiseg_mm.apis import common_arguments, prepare_config, runner_from_config
+from equiseg_mm.apis.config_utils import amp_available
 
 
 def parse_args():
@@ -21,6 +22,9 @@ def parse_args():
     args = parser.parse_args()
     if not osp.isfile(args.config):
         parser.error(f'config file {args.config!r} does not exist')
+    if args.amp and not amp_available():
+        parser.error("--amp needs a GPU (mmengine's AmpOptimWrapper runs on CUDA, NPU, MLU or "
+                     'MUSA devices) and none is available here: train without --amp')
     os.environ['LOCAL_RANK'] = os.environ.get('LOCAL_RANK', str(args.local_rank))
     return args
 

@@ -26,7 +26,10 @@ def prepare_config(config: str,
         work_dir (str, optional): Overrides ``cfg.work_dir``. Defaults to None.
         cfg_options (dict, optional): ``--cfg-options`` key/values. Defaults to None.
         launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'. Defaults to 'none'.
-        amp (bool): Switch ``OptimWrapper`` to ``AmpOptimWrapper``. Defaults to False.
+        amp (bool): Switch ``OptimWrapper`` to ``AmpOptimWrapper``. Defaults to False. Mixed
+            precision needs a device mmengine's ``AmpOptimWrapper`` accepts (CUDA, NPU, MLU,
+            MUSA): without one, ``--amp`` or an ``AmpOptimWrapper`` config is a ``ValueError``
+            that says so, before anything is built.
         resume (bool): Resume from the last checkpoint in the work dir. Defaults to False.
 
     Returns:
@@ -52,10 +55,24 @@ def prepare_config(config: str,
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper' and not amp_available():
+        raise ValueError(
+            'mixed precision (--amp, or optim_wrapper.type="AmpOptimWrapper" in the config) '
+            "needs a GPU (mmengine's AmpOptimWrapper runs on CUDA, NPU, MLU or MUSA devices) and "
+            'none is available here: train without --amp, or set '
+            'optim_wrapper.type="OptimWrapper" with --cfg-options')
     cfg.resume = resume
     if launcher != 'none' and not torch.cuda.is_available():
         _adapt_to_cpu_distributed(cfg)
     return cfg
+
+
+def amp_available() -> bool:
+    """Whether mmengine's ``AmpOptimWrapper`` can be built here (the devices it accepts)."""
+    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                                 is_npu_available)
+    return (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available())
 
 
 def _revert_sync_bn_cfg(node):

@@ -115,3 +115,34 @@ def test_train_with_modality_dropout_keeps_losses_finite(trained):
     for line in lines:
         losses = [float(v) for v in re.findall(r'loss\S*: (\S+)', line)]
         assert losses and all(math.isfinite(v) for v in losses), line
+
+
+def _no_amp_device(monkeypatch, available=False):
+    """Make every device mmengine's ``AmpOptimWrapper`` accepts look (un)available."""
+    import mmengine.device
+    for name in ('is_cuda_available', 'is_npu_available', 'is_mlu_available',
+                 'is_musa_available'):
+        monkeypatch.setattr(mmengine.device, name, lambda: available)
+
+
+def test_amp_without_a_gpu_fails_before_any_work(tmp_path, tiny_config, monkeypatch, capsys):
+    _no_amp_device(monkeypatch)
+    code, _, err = run_tool_main('train', [tiny_config, '--amp', '--work-dir',
+                                           tmp_path / 'work_dir'], monkeypatch, capsys)
+    assert code not in (0, None)
+    assert '--amp needs a GPU' in err and 'without --amp' in err, err
+    assert not (tmp_path / 'work_dir').exists()
+
+
+def test_amp_optim_wrapper_in_a_config_without_a_gpu_is_a_clear_error(tiny_config, monkeypatch):
+    from equiseg_mm.apis import prepare_config
+    _no_amp_device(monkeypatch)
+    with pytest.raises(ValueError, match='needs a GPU.*OptimWrapper'):
+        prepare_config(tiny_config, cfg_options={'optim_wrapper.type': 'AmpOptimWrapper'})
+    with pytest.raises(ValueError, match='needs a GPU'):
+        prepare_config(tiny_config, amp=True)
+    # where a device is there, --amp switches the wrapper (config only: nothing is built)
+    _no_amp_device(monkeypatch, available=True)
+    cfg = prepare_config(tiny_config, amp=True)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert prepare_config(tiny_config).optim_wrapper.type == 'OptimWrapper'

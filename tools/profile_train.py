@@ -39,7 +39,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import equiseg_mm  # noqa: F401
-    from equiseg_mm.apis import build_quiet_runner, prepare_config
+    from equiseg_mm.apis import build_quiet_runner, check_amp_device, prepare_config
     # batches are loaded in this process (no workers), so the "data" row is the loading cost
     # that the config's workers hide in a real run
     options = {'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False}
@@ -49,6 +49,7 @@ def main(argv=None) -> dict:
             options[f'{loader}_dataloader.dataset.data_root'] = args.data_root
     cfg = prepare_config(args.config, work_dir=osp.join('work_dirs', 'profile_train'),
                          cfg_options=options)
+    check_amp_device(cfg)
     runner = build_quiet_runner(cfg)
     model, optim = runner.model, runner.build_optim_wrapper(runner.optim_wrapper)
     model.train()

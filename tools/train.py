@@ -6,10 +6,11 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
 import equiseg_mm  # noqa: F401  (registers the plugin; configs also import it)
-from equiseg_mm.apis import common_arguments, prepare_config, runner_from_config
-from equiseg_mm.apis.config_utils import amp_available
+from equiseg_mm.apis import (check_amp_device, common_arguments, prepare_config,
+                             runner_from_config)
 
 
 def parse_args():
@@ -22,9 +23,6 @@ def parse_args():
     args = parser.parse_args()
     if not osp.isfile(args.config):
         parser.error(f'config file {args.config!r} does not exist')
-    if args.amp and not amp_available():
-        parser.error("--amp needs a GPU (mmengine's AmpOptimWrapper runs on CUDA, NPU, MLU or "
-                     'MUSA devices) and none is available here: train without --amp')
     os.environ['LOCAL_RANK'] = os.environ.get('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -33,6 +31,10 @@ def main():
     args = parse_args()
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher,
                          amp=args.amp, resume=args.resume)
+    try:
+        check_amp_device(cfg)
+    except ValueError as exc:
+        sys.exit(f'error: {exc}')
     runner_from_config(cfg).train()
 
 

@@ -26,10 +26,9 @@ def prepare_config(config: str,
         work_dir (str, optional): Overrides ``cfg.work_dir``. Defaults to None.
         cfg_options (dict, optional): ``--cfg-options`` key/values. Defaults to None.
         launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'. Defaults to 'none'.
-        amp (bool): Switch ``OptimWrapper`` to ``AmpOptimWrapper``. Defaults to False. Mixed
-            precision needs a device mmengine's ``AmpOptimWrapper`` accepts (CUDA, NPU, MLU,
-            MUSA): without one, ``--amp`` or an ``AmpOptimWrapper`` config is a ``ValueError``
-            that says so, before anything is built.
+        amp (bool): Switch ``OptimWrapper`` to ``AmpOptimWrapper``. Defaults to False. (Whether
+            the machine can train that way is :func:`check_amp_device`'s question, asked by
+            the training entry points: testing an AMP config needs no GPU.)
         resume (bool): Resume from the last checkpoint in the work dir. Defaults to False.
 
     Returns:
@@ -55,12 +54,6 @@ def prepare_config(config: str,
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
-    if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper' and not amp_available():
-        raise ValueError(
-            'mixed precision (--amp, or optim_wrapper.type="AmpOptimWrapper" in the config) '
-            "needs a GPU (mmengine's AmpOptimWrapper runs on CUDA, NPU, MLU or MUSA devices) and "
-            'none is available here: train without --amp, or set '
-            'optim_wrapper.type="OptimWrapper" with --cfg-options')
     cfg.resume = resume
     if launcher != 'none' and not torch.cuda.is_available():
         _adapt_to_cpu_distributed(cfg)
@@ -73,6 +66,24 @@ def amp_available() -> bool:
                                  is_npu_available)
     return (is_cuda_available() or is_npu_available() or is_mlu_available()
             or is_musa_available())
+
+
+def check_amp_device(cfg: Config) -> None:
+    """Before training: a clear error where ``cfg`` trains in mixed precision and no device
+    here accepts it (mmengine's ``AmpOptimWrapper`` otherwise fails with an assertion once the
+    runner builds it).
+
+    Raises:
+        ValueError: ``cfg.optim_wrapper.type`` is ``'AmpOptimWrapper'`` (``--amp`` sets it) and
+            neither CUDA, NPU, MLU nor MUSA is available.
+    """
+    wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('type') == 'AmpOptimWrapper' and not amp_available():
+        raise ValueError(
+            'mixed precision (--amp, or optim_wrapper.type="AmpOptimWrapper" in the config) '
+            "needs a GPU (mmengine's AmpOptimWrapper runs on CUDA, NPU, MLU or MUSA devices) "
+            'and none is available here: train without --amp, and where the config itself '
+            'sets it, with --cfg-options optim_wrapper.type=OptimWrapper')
 
 
 def _revert_sync_bn_cfg(node):

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 from mmengine.config import Config
 
-from .config_utils import prepare_config, runner_from_config
+from .config_utils import check_amp_device, prepare_config, runner_from_config
 
 
 def scale_schedule(cfg: Config, max_iters: int) -> None:
@@ -114,6 +114,7 @@ def train_and_test(config: str,
     cfg = prepare_config(config, work_dir=work_dir, cfg_options=options)
     if max_iters:
         scale_schedule(cfg, max_iters)
+    check_amp_device(cfg)
     runner = build_quiet_runner(cfg) if quiet else runner_from_config(cfg)
     for hook in hooks:
         runner.register_hook(hook)

@@ -125,24 +125,36 @@ def _no_amp_device(monkeypatch, available=False):
         monkeypatch.setattr(mmengine.device, name, lambda: available)
 
 
-def test_amp_without_a_gpu_fails_before_any_work(tmp_path, tiny_config, monkeypatch, capsys):
+@pytest.mark.parametrize('how', ['flag', 'config'])
+def test_amp_without_a_gpu_fails_before_any_work(how, tmp_path, tiny_config, monkeypatch, capsys):
     _no_amp_device(monkeypatch)
-    code, _, err = run_tool_main('train', [tiny_config, '--amp', '--work-dir',
-                                           tmp_path / 'work_dir'], monkeypatch, capsys)
+    extra = ['--amp'] if how == 'flag' else ['--cfg-options', 'optim_wrapper.type=AmpOptimWrapper']
+    args = [tiny_config, '--work-dir', tmp_path / 'work_dir'] + extra
+    code, _, err = run_tool_main('train', args, monkeypatch, capsys)
     assert code not in (0, None)
-    assert '--amp needs a GPU' in err and 'without --amp' in err, err
+    assert 'needs a GPU' in str(code) + err and 'without --amp' in str(code) + err, (code, err)
     assert not (tmp_path / 'work_dir').exists()
 
 
-def test_amp_optim_wrapper_in_a_config_without_a_gpu_is_a_clear_error(tiny_config, monkeypatch):
-    from equiseg_mm.apis import prepare_config
+def test_amp_configs_need_a_gpu_to_train_not_to_test(tiny_config, tmp_path, monkeypatch):
+    from equiseg_mm.apis import check_amp_device, prepare_config, train_and_test
     _no_amp_device(monkeypatch)
-    with pytest.raises(ValueError, match='needs a GPU.*OptimWrapper'):
-        prepare_config(tiny_config, cfg_options={'optim_wrapper.type': 'AmpOptimWrapper'})
+    # a config saved by an AMP run on a GPU still loads for testing on a CPU
+    cfg = prepare_config(tiny_config, cfg_options={'optim_wrapper.type': 'AmpOptimWrapper'})
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    with pytest.raises(ValueError, match='needs a GPU.*optim_wrapper.type=OptimWrapper'):
+        check_amp_device(cfg)
     with pytest.raises(ValueError, match='needs a GPU'):
-        prepare_config(tiny_config, amp=True)
-    # where a device is there, --amp switches the wrapper (config only: nothing is built)
+        check_amp_device(prepare_config(tiny_config, amp=True))
+    check_amp_device(prepare_config(tiny_config))  # plain OptimWrapper: fine anywhere
+    cfg.optim_wrapper = None
+    check_amp_device(cfg)  # no optimizer at all (a test-only config): fine
+    with pytest.raises(ValueError, match='needs a GPU'):  # the demo / sweep entry point
+        train_and_test(tiny_config, str(tmp_path / 'run'), cfg_options={
+            'optim_wrapper.type': 'AmpOptimWrapper'})
+    assert not (tmp_path / 'run').exists()
+    # where a device is there, --amp switches the wrapper and the check passes (nothing built)
     _no_amp_device(monkeypatch, available=True)
     cfg = prepare_config(tiny_config, amp=True)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
-    assert prepare_config(tiny_config).optim_wrapper.type == 'OptimWrapper'
+    check_amp_device(cfg)

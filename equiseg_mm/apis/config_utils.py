@@ -60,14 +60,6 @@ def prepare_config(config: str,
     return cfg
 
 
-def amp_available() -> bool:
-    """Whether mmengine's ``AmpOptimWrapper`` can be built here (the devices it accepts)."""
-    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
-                                 is_npu_available)
-    return (is_cuda_available() or is_npu_available() or is_mlu_available()
-            or is_musa_available())
-
-
 def check_amp_device(cfg: Config) -> None:
     """Before training: a clear error where ``cfg`` trains in mixed precision and no device
     here accepts it (mmengine's ``AmpOptimWrapper`` otherwise fails with an assertion once the
@@ -77,8 +69,14 @@ def check_amp_device(cfg: Config) -> None:
         ValueError: ``cfg.optim_wrapper.type`` is ``'AmpOptimWrapper'`` (``--amp`` sets it) and
             neither CUDA, NPU, MLU nor MUSA is available.
     """
+    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                                 is_npu_available)
     wrapper = cfg.get('optim_wrapper') or {}
-    if wrapper.get('type') == 'AmpOptimWrapper' and not amp_available():
+    if wrapper.get('type') != 'AmpOptimWrapper':
+        return
+    # the devices AmpOptimWrapper's own check accepts
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available()):
         raise ValueError(
             'mixed precision (--amp, or optim_wrapper.type="AmpOptimWrapper" in the config) '
             "needs a GPU (mmengine's AmpOptimWrapper runs on CUDA, NPU, MLU or MUSA devices) "

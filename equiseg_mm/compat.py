@@ -1,28 +1,32 @@
-"""Runtime compatibility fixes for the pinned OpenMMLab stack.
+"""Opt-in compatibility fixes for the pinned OpenMMLab stack, and the dependency version guard.
 
-Each fix is idempotent, is a no-op where it is not needed, and is applied once when
-``equiseg_mm`` is imported (:func:`apply_compat`). They exist because the stack that installs
-from ``constraints.txt`` (and any mmseg 1.2 environment on torch >= 2.6) has two known gaps:
+``import equiseg_mm`` checks versions and registers the plugin's parts; it changes nothing else
+in the process unless asked. Two fixes exist, each a no-op where it is not needed:
 
-1. **mmcv-lite has no ``mmcv._ext``.** ``mmcv.ops`` therefore fails to import, yet mmseg imports
-   ``mmcv.ops.point_sample`` (pure PyTorch in mmcv's source) and ``sigmoid_focal_loss``
-   unconditionally, so ``mmseg.models``, ``mmseg.datasets`` and ``mmseg.apis`` fail. The fix
-   registers a small stand-in ``mmcv.ops`` module that loads mmcv's own pure-PyTorch
-   ``point_sample.py`` and raises ``ModuleNotFoundError`` (the error mmseg's optional imports
-   expect) for every compiled op, naming the op and the fix (install full ``mmcv``).
-2. **torch >= 2.6 defaults ``torch.load(weights_only=True)``.** mmengine's checkpoints hold
-   ``HistoryBuffer`` objects and numpy arrays in the message hub, so ``load_checkpoint``,
-   ``--resume``, ``load_from`` and ``init_model`` fail. The fix re-registers mmengine's loader
-   for *local* files as :func:`equiseg_mm.utils.checkpoint.load_checkpoint_file`, which keeps
-   ``weights_only=True`` and allows exactly the types mmengine's checkpoints hold; anything else
-   fails with an error that names the type and the opt-in for a trusted file.
+- ``mmcv_ops``: mmcv-lite has no ``mmcv._ext``, so ``mmcv.ops`` fails to import, yet mmseg imports
+  ``mmcv.ops.point_sample`` (pure PyTorch in mmcv's source) and ``sigmoid_focal_loss``
+  unconditionally. The fix puts a stand-in ``mmcv.ops`` into ``sys.modules`` that loads mmcv's own
+  ``point_sample.py`` and raises ``ModuleNotFoundError`` (what mmseg's optional imports expect),
+  naming the op, for every compiled op.
+- ``checkpoint_loader``: torch >= 2.6 loads with ``weights_only=True``, which refuses the
+  ``HistoryBuffer`` objects and numpy types of mmengine's checkpoints (``--resume``,
+  ``load_from``). The fix re-registers mmengine's loader for *local* files as
+  :func:`equiseg_mm.utils.checkpoint.load_checkpoint_file`, which keeps ``weights_only=True`` and
+  allows exactly those types.
+
+Opt in with the environment variable ``EQUISEG_COMPAT`` (comma-separated fix names, or ``all``),
+read when ``equiseg_mm`` is imported, or with :func:`enable`. The project's tools and test suite
+set ``EQUISEG_COMPAT=all``. Without ``mmcv_ops`` and without compiled mmcv ops, importing
+``equiseg_mm`` raises an ``ImportError`` that names both ways out.
 """
+import importlib
 import importlib.util
+import os
 import os.path as osp
 import sys
 import types
 
-_APPLIED = {}
+ENV_VAR = 'EQUISEG_COMPAT'
 
 _REQUIRED = {
     'torch': ('2.1.0', None),
@@ -39,7 +43,6 @@ def _version_tuple(version: str) -> tuple:
 
 def check_versions() -> None:
     """Raise ``ImportError`` naming the package and range when a dependency is out of range."""
-    import importlib
     problems = []
     for name, (low, high) in _REQUIRED.items():
         try:
@@ -60,17 +63,20 @@ def check_versions() -> None:
 
 
 def _mmcv_ops_available() -> bool:
-    if 'mmcv.ops' in sys.modules:
-        return True
-    return importlib.util.find_spec('mmcv._ext') is not None
+    return 'mmcv.ops' in sys.modules or importlib.util.find_spec('mmcv._ext') is not None
 
 
-def patch_mmcv_ops() -> bool:
-    """Install a pure-PyTorch stand-in for ``mmcv.ops`` when mmcv has no compiled ops.
+def require_mmcv_ops() -> None:
+    """Raise ``ImportError`` naming the two fixes when ``mmcv.ops`` cannot be imported."""
+    if not _mmcv_ops_available():
+        raise ImportError(
+            'equiseg_mm: mmseg imports mmcv.ops, but the installed mmcv (mmcv-lite) has no '
+            'compiled ops (no mmcv._ext). Either install full mmcv<2.2.0, or set the environment '
+            f'variable {ENV_VAR}=mmcv_ops (or {ENV_VAR}=all) before importing equiseg_mm to use '
+            "its pure-PyTorch stand-in for mmcv.ops (point_sample only; compiled ops raise).")
 
-    Returns:
-        bool: True if the stand-in was installed by this call.
-    """
+
+def _stand_in_mmcv_ops() -> bool:
     if _mmcv_ops_available():
         return False
     import mmcv
@@ -84,6 +90,7 @@ def patch_mmcv_ops() -> bool:
     spec = importlib.util.spec_from_file_location(
         'mmcv.ops.point_sample', osp.join(ops_dir, 'point_sample.py'))
     point_sample_mod = importlib.util.module_from_spec(spec)
+    point_sample_mod.__equiseg_stub__ = True
     sys.modules['mmcv.ops.point_sample'] = point_sample_mod
     spec.loader.exec_module(point_sample_mod)
     ops.point_sample = point_sample_mod.point_sample
@@ -110,17 +117,11 @@ def patch_mmcv_ops() -> bool:
 
 
 def _load_local_checkpoint(filename, map_location):
-    """mmengine's local checkpoint loader, with ``weights_only=True`` kept (see module docs)."""
     from .utils.checkpoint import load_checkpoint_file
     return load_checkpoint_file(filename, map_location=map_location)
 
 
-def patch_checkpoint_loading() -> bool:
-    """Make mmengine load its own local checkpoints under torch >= 2.6, safely.
-
-    Returns:
-        bool: True if the loader was replaced by this call.
-    """
+def _safe_checkpoint_loader() -> bool:
     import torch
     from mmengine.runner.checkpoint import CheckpointLoader
     if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5: no allow-list context
@@ -131,9 +132,36 @@ def patch_checkpoint_loading() -> bool:
     return True
 
 
-def apply_compat() -> dict:
-    """Apply every fix once. Returns which fixes this process needed."""
-    if not _APPLIED:
-        _APPLIED['mmcv_ops'] = patch_mmcv_ops()
-        _APPLIED['checkpoint_loading'] = patch_checkpoint_loading()
-    return dict(_APPLIED)
+FIXES = {'mmcv_ops': _stand_in_mmcv_ops, 'checkpoint_loader': _safe_checkpoint_loader}
+
+
+def enable(*names: str) -> dict:
+    """Apply the named fixes (``'mmcv_ops'``, ``'checkpoint_loader'`` or ``'all'``) in this process.
+
+    Each fix is idempotent. ``mmcv_ops`` helps only before ``mmseg.models`` is first imported,
+    and ``import equiseg_mm`` imports it: to use the stand-in, set ``EQUISEG_COMPAT=mmcv_ops``
+    (or ``os.environ['EQUISEG_COMPAT']``) before ``import equiseg_mm``, which then applies it
+    ahead of the registration imports. ``checkpoint_loader`` can be enabled at any time.
+
+    Args:
+        *names (str): Fix names; empty strings are ignored.
+
+    Returns:
+        dict: For each named fix, whether this call changed the process.
+
+    Raises:
+        ValueError: An unknown name; the message lists the known ones.
+    """
+    names = [n.strip() for n in names if n.strip()]
+    unknown = sorted(set(names) - set(FIXES) - {'all'})
+    if unknown:
+        raise ValueError(f'unknown equiseg_mm compatibility fix(es) {unknown}; known: '
+                         f"{sorted(FIXES)} or 'all' (e.g. {ENV_VAR}=all)")
+    if 'all' in names:
+        names = list(FIXES)
+    return {name: FIXES[name]() for name in dict.fromkeys(names)}
+
+
+def enable_from_env() -> dict:
+    """:func:`enable` the fixes that ``EQUISEG_COMPAT`` names (none when it is unset)."""
+    return enable(*os.environ.get(ENV_VAR, '').split(','))

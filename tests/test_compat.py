@@ -1,22 +1,35 @@
-"""The compatibility module: each fix works, is idempotent, and mmengine checkpoints round-trip."""
+"""The compatibility fixes (which the suite opts in to, as the tools do, in ``conftest.py``):
+each works and is idempotent, opt-in names are checked, and mmengine checkpoints round-trip.
+What ``import equiseg_mm`` does without the opt-in: ``test_import_side_effects.py``."""
+import os
 import sys
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.runner.checkpoint import CheckpointLoader
 
-import equiseg_mm
 from equiseg_mm import compat
 
 
-def test_apply_compat_is_idempotent():
+def test_the_suite_opted_in_and_enable_is_idempotent():
+    assert os.environ[compat.ENV_VAR] == 'all'
     ops_before = sys.modules['mmcv.ops']
-    equiseg_mm.apply_compat()
+    assert CheckpointLoader._schemes[''] is compat._load_local_checkpoint
+    assert compat.enable('all', 'mmcv_ops') == {'mmcv_ops': False, 'checkpoint_loader': False}
+    assert compat.enable() == {} and compat.enable(' ', '') == {}
     assert sys.modules['mmcv.ops'] is ops_before  # not replaced a second time
-    # the individual fixes report that nothing more is needed once applied
-    assert compat.patch_mmcv_ops() is False
-    assert compat.patch_checkpoint_loading() is False
+
+
+def test_unknown_fix_names_are_refused(monkeypatch):
+    with pytest.raises(ValueError, match=r"unknown .*\['mmcv'\].*checkpoint_loader.*'all'"):
+        compat.enable('mmcv')
+    monkeypatch.setenv(compat.ENV_VAR, 'mmcv_ops, checkpoint-loader')
+    with pytest.raises(ValueError, match='checkpoint-loader'):
+        compat.enable_from_env()
+    monkeypatch.setenv(compat.ENV_VAR, ' mmcv_ops , checkpoint_loader')
+    assert compat.enable_from_env() == {'mmcv_ops': False, 'checkpoint_loader': False}
 
 
 def test_mmseg_packages_import():
@@ -138,7 +151,7 @@ def test_checkpoint_save_load_resume(tmp_path):
     ckpt = tmp_path / 'iter_4.pth'
     assert ckpt.is_file()
     # the message hub holds HistoryBuffer objects: plain weights_only=True refuses this file,
-    # mmengine's loader (through equiseg_mm's safe loader) still loads it with weights_only=True
+    # mmengine's loader (equiseg_mm's safe loader, opted in) still loads it with weights_only=True
     with pytest.raises(Exception):
         torch.load(ckpt, weights_only=True)
     model = _toy_model()

@@ -189,28 +189,12 @@ def test_sgm_config_reads_the_neck_stacks_by_the_contract():
     assert [tuple(f.shape[:3]) for f in read] == [(2, 4, c) for c in cfg.model.neck.in_channels]
 
 
-def test_shipped_head_is_mmseg_segformer_head_one_line_away():
-    """The shipped configs decode with FastSegformerHead; `decode_head.type='SegformerHead'`
-    alone gives mmseg's stock head, which loads the same weights and predicts the same."""
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'equiseg',
-                                   'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py'))
-    assert cfg.model.decode_head.type == 'FastSegformerHead'
-    torch.manual_seed(0)
-    fast = revert_sync_batchnorm(MODELS.build(cfg.model))
-    fast.init_weights()
-    for param in fast.decode_head.parameters():  # logits of order 1, not conv_seg's 1e-2
-        param.data.normal_(0, 0.5)
-    cfg.model.decode_head.type = 'SegformerHead'
-    stock = revert_sync_batchnorm(MODELS.build(cfg.model))
-    assert type(stock.decode_head).__name__ == 'SegformerHead'
-    stock.load_state_dict(fast.state_dict())  # strict
-    data = _predict_and_tensor(fast, cfg)
-    stock.eval()
-    with torch.no_grad():
-        logits = fast(**data, mode='tensor')
-        assert logits.abs().mean() > 0.1
-        torch.testing.assert_close(logits, stock(**data, mode='tensor'), rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize('path', LEAF_CONFIGS, ids=[osp.basename(p) for p in LEAF_CONFIGS])
+def test_speed_is_one_switch(path):
+    """Every shipped config builds mmseg's own head and MiT parts; the one switch
+    ``model.fast_path`` is on for EQUISeg and off for the early-fusion baseline (mmseg's own
+    computation). tests/test_models/test_utils/test_fast_path.py shows both paths agree."""
+    model = Config.fromfile(path).model
+    assert model.type == 'MultiModalEncoderDecoder'
+    assert model.decode_head.type == 'SegformerHead'
+    assert model.fast_path is (not osp.basename(path).startswith('earlyfusion'))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun: tools/dist_train.sh CONFIG NPROC [train.py args...]
-# On a machine without CUDA the process group uses gloo (see equiseg_mm/apis/config_utils.py).
+# On a machine without CUDA the process group uses gloo (see tools/_runner.py).
 set -euo pipefail
 CONFIG=$1
 NPROC=$2

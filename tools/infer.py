@@ -15,6 +15,8 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
+import _common  # noqa: F401  (EQUISEG_COMPAT=all, quiet stack warnings)
+
 _FIXED = ('config', 'checkpoint', 'modality', 'out_dir', 'device', 'opacity', 'name',
           'cfg_options', 'help')
 

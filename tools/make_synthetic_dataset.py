@@ -7,8 +7,9 @@ Example::
 import argparse
 import time
 
-import equiseg_mm  # noqa: F401  (compat fixes before any mmseg import)
-from equiseg_mm.datasets import make_synthetic_deliver
+import _common  # noqa: F401,I001  (first: EQUISEG_COMPAT=all, quiet stack warnings)
+import equiseg_mm  # noqa: F401  (registration before any mmseg import)
+from _synthetic_deliver import make_synthetic_deliver
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -16,7 +16,7 @@ import os.path as osp
 import time
 from collections import defaultdict
 
-import _console  # noqa: F401,I001  (first: quiet stack warnings)
+import _common  # noqa: F401,I001  (first: EQUISEG_COMPAT=all, quiet stack warnings)
 import torch
 from mmengine.config import DictAction
 
@@ -39,7 +39,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import equiseg_mm  # noqa: F401
-    from equiseg_mm.apis import build_quiet_runner, check_amp_device, prepare_config
+    from _runner import build_quiet_runner, check_amp_device, prepare_config
     # batches are loaded in this process (no workers), so the "data" row is the loading cost
     # that the config's workers hide in a real run
     options = {'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False}

@@ -14,15 +14,14 @@ import argparse
 import json
 import os
 import os.path as osp
-import platform
 import time
 
-import _console  # noqa: F401,I001  (first: quiet stack warnings)
+from _common import cpu_name  # noqa: I001  (first: EQUISEG_COMPAT=all, quiet stack warnings)
+from _runner import train_and_test
 from mmengine.config import Config, DictAction
 
 import equiseg_mm  # noqa: F401
-from equiseg_mm.apis import train_and_test
-from equiseg_mm.datasets import make_synthetic_deliver
+from _synthetic_deliver import make_synthetic_deliver
 from equiseg_mm.engine import ProgressHook
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -68,29 +67,9 @@ def parse_args(argv=None):
     return args
 
 
-def cpu_name() -> str:
-    """The CPU model (``lscpu``'s "Model name", family and model) and its widest vector unit."""
-    info = {}
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                info.setdefault(key.strip(), value.strip())
-                if key.strip() == 'flags':
-                    break
-    except OSError:
-        pass
-    name = info.get('model name') or platform.processor() or 'unknown CPU'
-    flags = f' {info.get("flags", "")} '
-    simd = 'AVX-512' if ' avx512f ' in flags else 'AVX2' if ' avx2 ' in flags else 'no AVX2'
-    family = (f'family {info["cpu family"]} model {info["model"]}, '
-              if 'cpu family' in info and 'model' in info else '')
-    return f'{name} ({family}{simd}, {os.cpu_count()} cores)'
-
-
 def work_units(config: str, iters: int, cfg_options: dict) -> dict:
     """Machine-independent size of one training run: images x pixels x iterations, and the
-    counted forward FLOPs per image (fvcore count, equiseg_mm.utils.complexity) times 3 for
+    counted forward FLOPs per image (fvcore count, tools/_complexity.py) times 3 for
     forward +
     backward."""
     cfg = Config.fromfile(config)
@@ -99,7 +78,7 @@ def work_units(config: str, iters: int, cfg_options: dict) -> dict:
     h, w = cfg.get('crop_size', (96, 96))
     out = dict(iters=iters, batch=batch, crop=[h, w], mpx=iters * batch * h * w / 1e6)
     try:
-        from equiseg_mm.utils.complexity import build_segmentor, complexity, load_model_cfg
+        from _complexity import build_segmentor, complexity, load_model_cfg
         info = complexity(build_segmentor(load_model_cfg(config, cfg_options=cfg_options)),
                           (h, w))
         out['gflops_per_image'] = info['flops'] / 1e9

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-import _console  # noqa: F401,I001  (first: quiet stack warnings)
+import _common  # noqa: F401,I001  (first: EQUISEG_COMPAT=all, quiet stack warnings)
 import numpy as np
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -143,7 +143,7 @@ def parse_args(argv=None):
 
 def _run_one(spec_path: str) -> None:
     import equiseg_mm  # noqa: F401
-    from equiseg_mm.apis import train_and_test
+    from _runner import train_and_test
     with open(spec_path) as f:
         spec = json.load(f)
     result = train_and_test(spec['config'], spec['work_dir'], data_root=spec['data_root'],
@@ -170,7 +170,7 @@ def main(argv=None):
     if args.run_one:
         _run_one(args.run_one)
         return
-    from equiseg_mm.datasets import make_synthetic_deliver
+    from _synthetic_deliver import make_synthetic_deliver
     make_synthetic_deliver(args.data_root, seed=0)
     specs = []
     for seed in args.seeds:  # seed-major: a stopped sweep has every variant at the same seeds

@@ -8,8 +8,9 @@ import argparse
 import os
 import os.path as osp
 
+import _common  # noqa: F401,I001  (first: EQUISEG_COMPAT=all, quiet stack warnings)
 import equiseg_mm  # noqa: F401  (registers the plugin; configs also import it)
-from equiseg_mm.apis import common_arguments, prepare_config, runner_from_config
+from _runner import common_arguments, prepare_config, runner_from_config
 
 
 def parse_args():

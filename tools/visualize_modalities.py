@@ -14,6 +14,8 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
+import _common  # noqa: F401  (EQUISEG_COMPAT=all, quiet stack warnings)
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction

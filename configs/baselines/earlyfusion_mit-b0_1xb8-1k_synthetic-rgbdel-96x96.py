@@ -4,6 +4,7 @@
 # the cheap standard way to use several sensors, to read EQUISeg's numbers against.
 _base_ = '../equiseg/equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py'
 model = dict(
+    fast_path=False,  # mmseg's own computation, as the published baseline
     backbone=dict(
         _delete_=True,
         type='MixVisionTransformer',
@@ -21,6 +22,4 @@ model = dict(
         attn_drop_rate=0.0,
         drop_path_rate=0.1),
     neck=None,
-    # mmseg's own head (EQUISeg's configs run it as FastSegformerHead: the same function)
-    decode_head=dict(type='SegformerHead'),
     auxiliary_head=None)

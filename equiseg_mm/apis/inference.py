@@ -14,9 +14,8 @@ prediction here equals the one the robustness test makes for the same subset of 
 import copy
 import os
 import os.path as osp
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import mmcv
 import numpy as np
@@ -24,7 +23,6 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
 from mmseg.registry import DATASETS
 from mmseg.structures import SegDataSample
@@ -34,33 +32,9 @@ from ..datasets.transforms import LoadMultiModalImageFromFiles
 from ..datasets.transforms.load_multi_modal_image_from_files import ModalitySource
 from ..models import get_multimodal_preprocessor
 from ..utils import unwrap_model
+from ..utils.checkpoint import load_checkpoint
 
 _LOADER = 'LoadMultiModalImageFromFiles'
-
-
-@contextmanager
-def missing_modalities(model: torch.nn.Module, names: Sequence[str]) -> Iterator[None]:
-    """Run the model with ``names`` entirely missing (EMM), then restore the preprocessor.
-
-    A shorthand for ``model.data_preprocessor.protocol(missing=names, ratio=1.0)`` (see
-    :meth:`MultiModalSegDataPreProcessor.protocol`) on a model or a wrapper of one: the
-    preprocessor's ``missing_modalities`` and ``missing_ratio`` are set for the ``with`` block
-    and put back afterwards, also when the block raises; its ``noise_density`` is left as
-    configured.
-
-    Args:
-        model (torch.nn.Module): A segmentor (or a wrapper of one) whose data preprocessor is a
-            :class:`~equiseg_mm.models.MultiModalSegDataPreProcessor`.
-        names (Sequence[str]): Modalities to zero after normalisation; at least one of the
-            model's modalities must remain.
-
-    Example:
-        >>> with missing_modalities(model, ['depth']):
-        ...     outputs = model.test_step(data_batch)
-    """
-    pre = get_multimodal_preprocessor(model, 'missing_modalities')
-    with pre.protocol(missing=tuple(names), ratio=1.0):
-        yield
 
 
 def _dataset_meta_from_config(cfg: Config, num_classes: Optional[int],
@@ -99,10 +73,10 @@ def init_multimodal_model(config: Union[str, Path, Config],
 
     The model is built by mmseg's :func:`mmseg.apis.init_model` (pretrained weights switched
     off, ``train_cfg`` dropped, ``model.cfg`` kept, eval mode) and the checkpoint loaded with
-    mmengine's ``load_checkpoint``. ``model.dataset_meta`` (``classes``, ``palette``,
-    ``modalities``) comes from the checkpoint's ``meta['dataset_meta']`` when it has one, else
-    from the config's dataset (not from mmseg's guess by class count, which would name
-    Cityscapes classes here).
+    :func:`~equiseg_mm.utils.checkpoint.load_checkpoint` (``weights_only=True``, mmengine's types
+    allowed). ``model.dataset_meta`` (``classes``, ``palette``, ``modalities``) comes from the
+    checkpoint's ``meta['dataset_meta']`` when it has one, else from the config's dataset (not
+    from mmseg's guess by class count, which would name Cityscapes classes here).
 
     Args:
         config (str | Path | Config): Config file or object (a Config is copied, not changed).
@@ -217,10 +191,9 @@ def inference_multimodal(model: torch.nn.Module,
     in the dataset path) sets the size, every resize is logged as a warning, and a modality
     larger than that one is an error. Each absent
     modality gets a zero placeholder and is zeroed by the data preprocessor after normalisation
-    (``protocol(missing=absent, ratio=1.0)``, EMM), exactly as the missing-modality test does;
-    the preprocessor's ``missing_modalities`` and ``missing_ratio`` are restored afterwards,
-    also on error (its ``noise_density`` is left as configured). The rest of the config's test
-    pipeline runs without annotation loading.
+    under ``protocol(missing=absent, ratio=1.0)`` (EMM, as the missing-modality test does; the
+    noise density stays as configured). The rest of the test pipeline runs without annotation
+    loading.
 
     Args:
         model (torch.nn.Module): From :func:`init_multimodal_model`.
@@ -242,12 +215,9 @@ def inference_multimodal(model: torch.nn.Module,
         TypeError: A modality is neither a path, an array nor None.
     """
     pre = get_multimodal_preprocessor(model, 'inference_multimodal')
-    modalities = list(pre.modalities)
-    unknown = [n for n in modality_files if n not in modalities]
-    if unknown:
-        raise ValueError(f'unknown modality {unknown}; the model\'s modalities are {modalities}')
-    channels = dict(zip(modalities, [int(c) for c in pre.channels]))
-    loader, rest = _split_pipeline(model, channels)
+    modalities = list(pre.spec.names)
+    pre.spec.select(list(modality_files))  # names an unknown modality
+    loader, rest = _split_pipeline(model, dict(zip(pre.spec.names, pre.spec.channels)))
     results = _load_inputs(loader, modality_files, modalities)
     packed = rest(results)
     present = tuple(n for n in modalities if modality_files.get(n) is not None)

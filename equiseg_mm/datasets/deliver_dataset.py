@@ -3,7 +3,6 @@ from typing import Dict, List, Optional, Sequence
 
 from mmseg.registry import DATASETS
 
-from ..utils import check_modalities
 from .multi_modal_seg_dataset import MultiModalSegDataset
 
 
@@ -11,53 +10,25 @@ from .multi_modal_seg_dataset import MultiModalSegDataset
 class DELIVERDataset(MultiModalSegDataset):
     """The DeLiVER dataset: 25 classes, five conditions, five sensor-failure cases.
 
-    Layout (``data_root`` is the ``DELIVER`` folder):
-
-    .. code-block:: none
-
-        DELIVER/{img,hha,depth,event,lidar,semantic}/{cloud,fog,night,rain,sun}/{train,val,test}/
-            <sequence>/<frame>_<modality>_front.png
-
-    e.g. ``img/cloud/train/MAP_10_point102/045050_rgb_front.png``,
-    ``hha/cloud/train/MAP_10_point102/045050_depth_front.png`` and
-    ``semantic/cloud/train/MAP_10_point102/045050_semantic_front.png``. The other modalities'
-    paths come from the RGB path by replacing the folder and the ``_rgb`` token (as the CMNeXt
-    reference loader does). Depth is read from ``hha/`` by default, like that loader; pass
-    ``modality_dirs=dict(depth='depth')`` for the raw depth maps.
-
-    Labels are channel 0 of the semantic PNG (see :class:`LoadMultiModalAnnotations`): raw
-    1..25 are classes 0..24 and raw 0 and 255 are ignored (255). mmseg's
-    ``reduce_zero_label=True`` does exactly this (0 -> 255, v -> v - 1, 255 stays 255), so it is
-    the default here.
-
-    Sensor-failure cases: a sample's ``case`` is the first of ``case_names`` that occurs as a
-    substring of its path below the split folder (``<sequence>/<frame>_rgb_front.png``), else
-    ``'clean'``. The released data's exact naming of the cases is not documented; the
-    substring rule follows the CMNeXt loader, which selects a case by ``case in path``.
-
-    Each data info adds ``condition`` (cloud/fog/night/rain/sun) and ``case`` to those of
-    :class:`MultiModalSegDataset`.
+    Files: ``DELIVER/<modality_dir>/<condition>/<split>/<sequence>/<frame>_<modality>_front.png``;
+    depth is read from ``hha/`` as in the CMNeXt loader (``modality_dirs=dict(depth='depth')``
+    for raw depth). Data infos add ``condition`` and ``case``: the first of ``case_names`` in
+    the path below the split folder, else ``'clean'`` (the CMNeXt loader's rule).
 
     Args:
         split (str): 'train', 'val' or 'test'. Defaults to 'train'.
-        conditions (Sequence[str], optional): Conditions to keep; None keeps all five.
+        conditions (Sequence[str], optional): Conditions to keep (None: all). Defaults to None.
+        cases (Sequence[str], optional): Cases to keep, of ``case_names`` and 'clean' (None:
+            all). Defaults to None.
+        modalities (Sequence[str]): Stacking order. Defaults to ('rgb', 'depth', 'event', 'lidar').
+        modality_dirs (dict, optional): Merged over ``DEFAULT_MODALITY_DIRS``. Defaults to None.
+        modality_suffixes (dict, optional): Merged over ``DEFAULT_MODALITY_SUFFIXES``.
             Defaults to None.
-        cases (Sequence[str], optional): Cases to keep (names of ``case_names`` and/or
-            ``'clean'``); None keeps every sample. Defaults to None.
-        modalities (Sequence[str]): Modalities in stacking order; the first is scanned.
-            Defaults to ('rgb', 'depth', 'event', 'lidar').
-        modality_dirs (dict[str, str], optional): Folder per modality, merged over
-            ``dict(rgb='img', depth='hha', event='event', lidar='lidar')``. Defaults to None.
-        modality_suffixes (dict[str, str], optional): Suffix per modality, merged over
-            ``'_<token>_front.png'`` with tokens rgb, depth, event, lidar. Defaults to None.
-        case_names (Sequence[str]): Case names searched in the path. Defaults to
-            ('motionblur', 'overexposure', 'underexposure', 'lidarjitter', 'eventlowres').
+        case_names (Sequence[str]): Case names searched in the path. Defaults to ``CASES``.
         seg_map_suffix (str): Label suffix. Defaults to '_semantic_front.png'.
-        data_prefix (dict): ``seg_map_path`` is the label folder. Defaults to
-            ``dict(seg_map_path='semantic')``.
-        reduce_zero_label (bool): See above. Defaults to True.
-        **kwargs: Other arguments of :class:`MultiModalSegDataset` (``data_root``,
-            ``pipeline``, ``check_files``, ``metainfo``, ...).
+        data_prefix (dict): Label folder. Defaults to ``dict(seg_map_path='semantic')``.
+        reduce_zero_label (bool): Whether raw 0 is ignored and v is v - 1. Defaults to True.
+        **kwargs: Other arguments of :class:`MultiModalSegDataset`.
 
     Raises:
         ValueError: Unknown split, condition, case or modality, or no sample matches.
@@ -92,14 +63,11 @@ class DELIVERDataset(MultiModalSegDataset):
                  data_prefix: dict = dict(seg_map_path='semantic'),
                  reduce_zero_label: bool = True,
                  **kwargs) -> None:
-        check_modalities([split], self.SPLITS, what='split')
-        self.split = split
-        self.conditions = tuple(self.CONDITIONS if conditions is None else conditions)
-        check_modalities(self.conditions, self.CONDITIONS, what='condition')
+        self.split = self._checked([split], self.SPLITS, 'split')[0]
+        self.conditions = self._checked(conditions, self.CONDITIONS, 'condition')
         self.case_names = tuple(case_names)
-        self.cases = None if cases is None else tuple(cases)
-        if self.cases is not None:
-            check_modalities(self.cases, self.case_names + ('clean', ), what='case')
+        self.cases = None if cases is None else self._checked(
+            cases, self.case_names + ('clean', ), 'case')
         super().__init__(
             modalities=modalities,
             modality_dirs=modality_dirs,

@@ -9,7 +9,7 @@ from mmengine.utils import is_abs
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from ..utils import check_modalities
+from ..utils import check_names, modality_names
 
 _MAX_LISTED = 5
 
@@ -18,56 +18,27 @@ _MAX_LISTED = 5
 class MultiModalSegDataset(BaseSegDataset):
     """Segmentation dataset for any folder-per-modality layout.
 
-    Every modality lives in its own folder under ``data_root``; the files of one sample share a
-    *sample name* (their path relative to the modality folder, without the modality's suffix).
-    The folder of the first (primary, usually RGB) modality is scanned for samples, and every
-    other path is derived from the sample name:
-
-    .. code-block:: none
-
-        data_root/
-        ├── <modality_dirs['rgb']>/   <name><modality_suffixes['rgb']>     (scanned)
-        ├── <modality_dirs['depth']>/ <name><modality_suffixes['depth']>
-        └── <data_prefix['seg_map_path']>/ <name><seg_map_suffix>
-
-    e.g. ``rgb/seq1/0001.png``, ``thermal/seq1/0001_thermal.png``, ``labels/seq1/0001.png``
-    with ``modality_suffixes=dict(rgb='.png', thermal='_thermal.png')``. Sub-folders are scanned
-    recursively. With ``ann_file``, the sample names are read from that file (one per line,
-    relative to the primary folder, without suffix) instead of scanning.
-
-    Each data info holds ``img_path`` (the primary file), ``modality_paths`` (dict name -> path
-    in the order of ``modalities``), ``seg_map_path`` (absent when ``data_prefix`` has no
-    ``seg_map_path``: unlabelled data), ``num_classes``, ``label_map``, ``reduce_zero_label``,
-    ``seg_fields`` and ``sample_name``; mmengine adds ``sample_idx``.
-    ``metainfo['modalities']`` is the tuple of modality names. Use it with
-    :class:`LoadMultiModalImageFromFiles` and :class:`LoadMultiModalAnnotations`.
-
-    Subclasses restrict the scan with :meth:`_scan_subdirs` and filter samples / add keys with
-    :meth:`_parse_sample` (see :class:`DELIVERDataset`).
+    Files are ``<modality_dirs[m]>/<name><modality_suffixes[m]>``, labels
+    ``<data_prefix['seg_map_path']>/<name><seg_map_suffix>``; the names come from ``ann_file``
+    or a recursive scan of the first modality's folder. Data infos hold ``img_path`` (the first
+    modality's file), ``modality_paths``, ``sample_name`` and ``seg_map_path`` (if labelled).
+    Subclasses restrict the scan with :meth:`_scan_subdirs` and filter with :meth:`_parse_sample`.
 
     Args:
-        modalities (Sequence[str]): Modality names; the order is the stacking order and the
-            first one is the primary modality whose folder is scanned.
-        modality_dirs (dict[str, str]): Folder of each modality, relative to ``data_root``
-            (or absolute). Subclasses merge it over their defaults.
-        modality_suffixes (dict[str, str], optional): Filename suffix (extension included) of
-            each modality. A modality missing here uses ``img_suffix``. Defaults to None.
-        check_files (bool): Verify at construction that every modality file and label of every
-            sample exists. Defaults to True.
+        modalities (Sequence[str]): Modality names in stacking order; the first is scanned.
+        modality_dirs (dict[str, str], optional): Folder of each modality, relative to
+            ``data_root`` (or absolute), merged over ``DEFAULT_MODALITY_DIRS``. Defaults to None.
+        modality_suffixes (dict[str, str], optional): Suffix of each modality. Defaults to None.
+        check_files (bool): Check at construction that every file exists. Defaults to True.
         img_suffix (str): Suffix of modalities not in ``modality_suffixes``. Defaults to '.png'.
         seg_map_suffix (str): Suffix of the label files. Defaults to '.png'.
-        data_prefix (dict): ``seg_map_path``: label folder relative to ``data_root``; leave
-            the key out for unlabelled data. ``img_path`` is not needed (the primary modality's
-            folder is ``modality_dirs[modalities[0]]``); if given it must equal that folder.
-            Defaults to ``dict(seg_map_path='')``.
-        metainfo (dict, optional): Must give ``classes`` (and usually ``palette``) unless the
-            class defines ``METAINFO``. Defaults to None.
-        **kwargs: Other arguments of :class:`mmseg.datasets.BaseSegDataset` (``data_root``,
-            ``ann_file``, ``pipeline``, ``reduce_zero_label``, ``test_mode``, ...).
+        data_prefix (dict): ``seg_map_path``, the label folder (none: unlabelled); an ``img_path``
+            must be the first modality's folder. Defaults to ``dict(seg_map_path='')``.
+        metainfo (dict, optional): Classes and palette (else ``METAINFO``). Defaults to None.
+        **kwargs: Other arguments of :class:`mmseg.datasets.BaseSegDataset`.
 
     Raises:
-        ValueError: A modality is not in ``modality_dirs``, names repeat, ``classes`` are
-            missing, or no sample matches the folder and filters.
+        ValueError: A modality has no folder or repeats, no ``classes``, or no sample matches.
         FileNotFoundError: With ``check_files``, a modality file or label is missing.
     """
     METAINFO: dict = dict()
@@ -84,14 +55,9 @@ class MultiModalSegDataset(BaseSegDataset):
                  data_prefix: dict = dict(seg_map_path=''),
                  metainfo: Optional[dict] = None,
                  **kwargs) -> None:
-        if isinstance(modalities, str) or not modalities:
-            raise ValueError(f'modalities must be a non-empty list of names, got {modalities!r}')
-        self.modalities = tuple(modalities)
-        if len(set(self.modalities)) != len(self.modalities):
-            raise ValueError(f'modality names must be unique, got {list(self.modalities)}')
+        self.modalities = modality_names(modalities)
         self.modality_dirs = {**self.DEFAULT_MODALITY_DIRS, **(modality_dirs or {})}
-        check_modalities(self.modalities, list(self.modality_dirs),
-                         what='modality (not in modality_dirs)')
+        check_names(self.modalities, list(self.modality_dirs), 'modality (not in modality_dirs)')
         suffixes = {**self.DEFAULT_MODALITY_SUFFIXES, **(modality_suffixes or {})}
         self.modality_suffixes = {m: suffixes.get(m, img_suffix) for m in self.modalities}
         self.check_files = check_files
@@ -113,7 +79,6 @@ class MultiModalSegDataset(BaseSegDataset):
             metainfo=metainfo,
             **kwargs)
 
-    # ----------------------------------------------------------------------------- hooks
     def _scan_subdirs(self) -> List[str]:
         """Sub-folders of the primary modality's folder to scan; ``''`` scans all of it."""
         return ['']
@@ -126,7 +91,13 @@ class MultiModalSegDataset(BaseSegDataset):
         """The active filters, for the error raised when no sample matches."""
         return 'no filters'
 
-    # ------------------------------------------------------------------------- loading
+    @staticmethod
+    def _checked(values: Optional[Sequence[str]], allowed: Sequence[str], what: str) -> tuple:
+        """``values`` (None: all of ``allowed``) as a tuple, each checked to be in ``allowed``."""
+        values = tuple(allowed if values is None else values)
+        check_names(values, allowed, what)
+        return values
+
     def _modality_dir(self, modality: str) -> str:
         folder = self.modality_dirs[modality]
         if self.data_root and not is_abs(folder):

@@ -11,15 +11,10 @@ from mmseg.registry import HOOKS
 
 @HOOKS.register_module()
 class FiniteLossHook(Hook):
-    """Raise ``FloatingPointError`` as soon as a training loss is NaN or infinite.
-
-    Without it mmengine keeps stepping on NaN weights and the next checkpoint is useless. The
-    hook stops before that checkpoint is written, so the last good one stays the newest, and
-    names the loss terms that broke, the iteration and the remedies.
+    """Raise ``FloatingPointError`` at a NaN or infinite training loss, before it is checkpointed.
 
     Args:
-        interval (int): Check every ``interval`` iterations. Defaults to 1 (the check reads
-            floats mmengine has already computed for logging, so it costs nothing measurable).
+        interval (int): Check every ``interval`` iterations. Defaults to 1.
     """
 
     priority = 'VERY_HIGH'  # before CheckpointHook saves anything
@@ -38,8 +33,7 @@ class FiniteLossHook(Hook):
             value = float(value.detach().mean()) if hasattr(value, 'detach') else value
             if isinstance(value, float) and not math.isfinite(value):
                 bad[key] = value
-        # In DDP a NaN on one rank poisons every rank's weights through the gradient all-reduce,
-        # so all ranks must stop together (else rank 0 would still save the broken checkpoint).
+        # a NaN on one rank reaches every rank's weights through DDP: all ranks stop together
         flag = torch.tensor([1.0 if bad else 0.0])
         all_reduce(flag, op='max')
         if flag.item() == 0:

@@ -14,8 +14,8 @@ from mmseg.registry import LOOPS
 from torch.utils.data import DataLoader
 
 from ..evaluation import ModalityBalanceMetric
-from ..models import MultiModalMiT, get_multimodal_preprocessor
-from ..utils import check_modalities, modality_subsets, subset_name
+from ..models import MultiModalMiT, get_multimodal_preprocessor, reuse_branch_outputs
+from ..utils import modality_subsets, subset_name
 from ..utils.misc import unwrap_model
 
 __all__ = ['MissingModalityTestLoop']
@@ -113,7 +113,7 @@ class MissingModalityTestLoop(TestLoop):
         nm_densities (Sequence[float]): Salt-and-pepper densities of the NM passes, each in
             (0, 1]. Defaults to ().
         reuse_branch_outputs (bool): When the backbone is a :class:`MultiModalMiT`, run the
-            test under its :meth:`~MultiModalMiT.reuse_branch_outputs`, which reuses each
+            test under :func:`~equiseg_mm.models.reuse_branch_outputs`, which reuses each
             branch's output across the passes of a batch: over the EMM passes a branch runs
             twice per batch (its input and zeros) instead of once per subset (RMM/NM passes
             change the inputs and run). The results are bit-identical. Other backbones run
@@ -131,8 +131,8 @@ class MissingModalityTestLoop(TestLoop):
                  reuse_branch_outputs: bool = True) -> None:
         super().__init__(runner, dataloader, evaluator, fp16)
         self.reuse_branch_outputs = bool(reuse_branch_outputs)
-        preprocessor = get_multimodal_preprocessor(self.runner.model, 'MissingModalityTestLoop')
-        self.modalities: List[str] = list(preprocessor.modalities)
+        self.spec = get_multimodal_preprocessor(self.runner.model, 'MissingModalityTestLoop').spec
+        self.modalities: List[str] = list(self.spec.names)
         self.subsets = self._check_subsets(subsets)
         self.rmm_ratios = _check_fractions(rmm_ratios, 'rmm_ratios')
         self.nm_densities = _check_fractions(nm_densities, 'nm_densities')
@@ -155,28 +155,26 @@ class MissingModalityTestLoop(TestLoop):
     # ----------------------------------------------------------------- set-up
     def _check_subsets(self, subsets) -> List[Tuple[str, ...]]:
         """Validated subsets in modality order, the full set first, without repeats."""
-        full = tuple(self.modalities)
         if subsets is None:
-            return modality_subsets(self.modalities)
+            return modality_subsets(self.spec.names)
         if isinstance(subsets, str) or any(isinstance(s, str) for s in subsets):
             raise ValueError(f'subsets must be a list of lists of modality names such as '
                              f"[['rgb'], ['rgb', 'depth']], got {subsets!r}")
-        out = [full]
+        out = [self.spec.names]
         for subset in subsets:
             if len(subset) == 0:
                 raise ValueError(f'subsets must not hold an empty subset, got {subsets!r}; '
                                  f'allowed names are {self.modalities}')
-            check_modalities(subset, self.modalities, 'modality in subsets')
-            ordered = tuple(m for m in self.modalities if m in subset)
+            ordered = self.spec.select(subset, 'modality in subsets')
             if ordered not in out:
                 out.append(ordered)
         return out
 
     def _build_passes(self) -> List[_Pass]:
-        full = tuple(self.modalities)
+        full = self.spec.names
 
         def missing(subset):
-            return tuple(m for m in self.modalities if m not in subset)
+            return tuple(m for m in full if m not in subset)
 
         def name(subset):
             return 'full' if subset == full else subset_name(subset)
@@ -217,7 +215,7 @@ class MissingModalityTestLoop(TestLoop):
             backbone = getattr(unwrap_model(self.runner.model), 'backbone', None)
             if self.reuse_branch_outputs and isinstance(backbone, MultiModalMiT):
                 # every subset of a batch feeds each branch either its input or zeros
-                stack.enter_context(backbone.reuse_branch_outputs())
+                stack.enter_context(reuse_branch_outputs(backbone))
             for idx, data_batch in enumerate(self.dataloader):
                 self.run_iter(idx, data_batch)
 

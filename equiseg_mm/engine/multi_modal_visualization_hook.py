@@ -14,30 +14,15 @@ _PHASES = ('val', 'test')
 
 @HOOKS.register_module()
 class MultiModalVisualizationHook(Hook):
-    """After a validation or test run, draw one panel per sample for the first samples.
-
-    Each panel (see :func:`~equiseg_mm.visualization.draw_modality_panel`) shows every input
-    modality, the ground truth, the prediction with all modalities and the prediction with each
-    single modality missing, so one look tells which sensor the model leans on. The samples are
-    read again from the loop's dataset after the loop (the first ``num_samples``, whatever the
-    batch size), and predicted with the model's data preprocessor as configured, one missing
-    modality at a time; its settings are restored afterwards. Files go to
-    ``<work_dir>/<timestamp>/vis_modalities/`` (``runner.log_dir``), named
-    ``test_<index>_<stem>.png`` or ``val_iter<iter>_<index>_<stem>.png``. Only the main process
-    draws.
-
-    Use it from a config::
-
-        custom_hooks = [dict(type='MultiModalVisualizationHook', num_samples=4)]
+    """After a validation or test run, draw the panels of the first samples of its dataset
+    (:func:`~equiseg_mm.visualization.visualize_modalities`) on the main process.
 
     Args:
         num_samples (int): Samples per run, from the first. Defaults to 4.
         phases (Sequence[str]): When to draw, of 'val' and 'test'. Defaults to ('val', 'test').
         out_dir_name (str): Folder name under ``runner.log_dir``. Defaults to 'vis_modalities'.
-        opacity (float): Palette weight of the label tiles in (0, 1]; 1.0 paints the palette
-            alone, less blends it on the RGB modality. Defaults to 1.0.
-        tile_width (tuple[int, int]): Smallest and largest tile width in pixels.
-            Defaults to (224, 512).
+        opacity (float): Palette weight of the label tiles in (0, 1]. Defaults to 1.0.
+        tile_width (tuple[int, int]): Smallest and largest tile width. Defaults to (224, 512).
     """
 
     priority = 'LOW'
@@ -51,8 +36,7 @@ class MultiModalVisualizationHook(Hook):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f'num_samples must be a positive int, got {num_samples!r}')
         phases = (phases, ) if isinstance(phases, str) else tuple(phases)
-        unknown = [p for p in phases if p not in _PHASES]
-        if unknown or not phases:
+        if not phases or any(p not in _PHASES for p in phases):
             raise ValueError(f'phases must be a non-empty subset of {list(_PHASES)}, got '
                              f'{list(phases)}')
         if not 0.0 < float(opacity) <= 1.0:
@@ -67,12 +51,10 @@ class MultiModalVisualizationHook(Hook):
         self.tile_width = (int(tile_width[0]), int(tile_width[1]))
 
     def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
-        """Draw the panels of the first validation samples."""
         if 'val' in self.phases:
             self._draw(runner, runner.val_loop.dataloader.dataset, f'val_iter{runner.iter}_')
 
     def after_test_epoch(self, runner, metrics: Optional[dict] = None) -> None:
-        """Draw the panels of the first test samples."""
         if 'test' in self.phases:
             self._draw(runner, runner.test_loop.dataloader.dataset, 'test_')
 

@@ -10,20 +10,13 @@ from mmseg.registry import HOOKS
 class ProgressHook(Hook):
     """Print ``[name] iter i/N  x.xx s/it  ETA mm:ss`` to stdout every ``interval`` iterations.
 
-    mmengine's ``LoggerHook`` writes the full log (losses, learning rate, memory) to the log file
-    and, at INFO level, to the console; a job that shows the console at WARNING level only (the
-    demo does) uses this hook for a visible heartbeat. The speed is measured over the iterations
-    since the last line, so a slow first iteration does not skew the ETA.
-
     Args:
         interval (int): Iterations between lines. Defaults to 50.
         name (str): Label at the start of each line. Defaults to 'train'.
-        extra_eta (callable, optional): Called with the measured seconds per iteration; returns
-            the seconds of work still to come after this run (e.g. the other runs of a job), so
-            the line can add a whole-job ETA. Defaults to None.
-        job_start (float, optional): ``time.time()`` at the start of the whole job. When given,
-            the first measured speed also prints an estimate of the job's total duration
-            (elapsed + this run's rest + ``extra_eta``). Defaults to None.
+        extra_eta (callable, optional): Seconds per iteration -> seconds of work after this run;
+            adds a whole-job ETA to the line. Defaults to None.
+        job_start (float, optional): ``time.time()`` at the start of the job; the first line
+            then also prints the job's estimated total duration. Defaults to None.
     """
 
     priority = 'LOW'

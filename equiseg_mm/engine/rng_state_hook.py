@@ -1,5 +1,4 @@
-"""Save the random state of a training run in its checkpoints, so that a resumed run goes on
-exactly as the uninterrupted run would have."""
+"""Save the random state of a training run in its checkpoints, for a bit-identical resume."""
 import random
 from typing import Callable, Iterator, List, Optional
 
@@ -25,8 +24,7 @@ def _rng_modules(model: torch.nn.Module) -> Iterator:
 
 
 def _to_cpu(obj):
-    """``obj`` with every tensor on the CPU (``runner.resume`` maps a checkpoint to the GPU,
-    where ``torch.set_rng_state`` and ``Generator.set_state`` refuse their byte tensors)."""
+    """``obj`` with every tensor on the CPU, where ``torch.set_rng_state`` needs them."""
     if isinstance(obj, torch.Tensor):
         return obj.cpu()
     if isinstance(obj, dict):
@@ -37,12 +35,8 @@ def _to_cpu(obj):
 
 
 def _capture_rng_state(model: Optional[torch.nn.Module] = None) -> dict:
-    """This process's random state: python, numpy, torch CPU, torch CUDA (current device, when
-    CUDA is in use) and every module of ``model`` with the random-state protocol.
-
-    Only plain python values and byte tensors: a checkpoint holding it loads with
-    ``torch.load(weights_only=True)``.
-    """
+    """This process's python, numpy, torch CPU/CUDA and module random states, as plain python
+    values and byte tensors (a checkpoint holding them loads with ``weights_only=True``)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = dict(
         python=random.getstate(),
@@ -83,9 +77,7 @@ def _restore_rng_state(state: dict, model: Optional[torch.nn.Module] = None) -> 
 
 
 class _RestoreAfterReplay:
-    """Stands in for ``IterBasedTrainLoop.dataloader_iterator`` while a resumed loop replays
-    the batches of the iterations it skips; right before the first batch after them it calls
-    ``restore`` and puts the real iterator back."""
+    """Replays ``skip`` batches, then calls ``restore`` and puts the loop's iterator back."""
 
     def __init__(self, loop, iterator, skip: int, restore: Callable[[], None]) -> None:
         self._loop, self._iterator, self._skip, self._restore = loop, iterator, skip, restore
@@ -107,55 +99,14 @@ class _RestoreAfterReplay:
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Store every random state of a training iteration in each checkpoint and restore it when
-    training resumes, so that ``--resume`` ends where the uninterrupted run ends (bit-identical
-    weights on the CPU).
+    """Save the random states of the main process in checkpoints and restore them on resume.
 
-    What a run's randomness is made of, and who keeps it:
-
-    - the data order (the sampler's generator) and the augmentations (numpy/python RNGs of the
-      process that runs the transforms: each dataloader worker, seeded by mmengine's
-      ``worker_init_fn`` from ``randomness.seed``, worker id and rank, or the main process
-      with ``num_workers=0``): mmengine's ``IterBasedTrainLoop`` replays the batches of the
-      skipped iterations on resume, which brings the sampler and the workers to the state of
-      the uninterrupted run;
-    - the main process's torch CPU/CUDA, numpy and python generators (drop path, dropout,
-      the SGM pairing with ``seed=None``, modality dropout, and the transforms with
-      ``num_workers=0``): saved by this hook, per rank;
-    - generators owned by modules (e.g. ``SGMHead(seed=...)``): saved by this hook through the
-      module's ``rng_state_dict()`` / ``load_rng_state_dict(state)`` (any module of the model
-      that has both methods is included, under its name in ``named_modules()``).
-
-    Saving: the states of the end of an iteration (after every other ``after_train_iter`` hook,
-    before :class:`~mmengine.hooks.CheckpointHook`) go into ``checkpoint['rng_state']`` as
-    ``dict(world_size=W, ranks=[state of rank 0, ..., state of rank W-1])``. Under distributed
-    training the ranks' states are gathered to rank 0 at the iterations where a
-    ``CheckpointHook`` saves (one small collective) and when validation starts (for
-    ``save_best`` checkpoints). Only plain python values and byte tensors are stored, so the
-    checkpoint still loads with ``weights_only=True``.
-
-    Restoring: on resume (training starts at iteration k > 0), each rank restores its own states
-    right before the loop fetches the batch of iteration k + 1, i.e. after mmengine's replay
-    (which, with ``num_workers=0``, draws the replayed augmentations from the main process's
-    generators). A checkpoint loaded with ``load_from`` without resume restores nothing.
-
-    Validation during training runs between two save points, so it could shift the training's
-    random stream (e.g. a new dataloader iterator draws a seed from torch's generator): the hook
-    puts the random state back after validation, which makes the training's randomness
-    independent of whether, and how often, it validates.
-
-    Limits (each logs a warning where it can be detected): resuming with another number of
-    processes restores nothing (the data shards differ anyway); another ``num_workers``, or
-    ``randomness.seed=None`` (mmengine builds the dataloader with a fresh seed before it reads
-    the checkpoint's), changes the data order or augmentations; a checkpoint written without
-    this hook carries no states; generators outside the model and the global ones (e.g. a
-    ``torch.Generator`` held by a transform) are not seen; CUDA is exact only as far as its
-    kernels are deterministic.
-
-    Without this hook in the config, ``checkpoint['rng_state']`` is neither written nor read:
-    a resume then replays the same data and augmentations but restarts the main process's
-    generators from the seed, so drop path, dropout, SGM pairings and modality dropout repeat
-    the draws of the first iterations.
+    The states (torch CPU/CUDA, numpy, python, and every module with ``rng_state_dict()`` /
+    ``load_rng_state_dict(state)``) go per rank into ``checkpoint['rng_state']``. On resume each
+    rank restores them after mmengine's replay of the skipped batches; they are also restored
+    after each validation during training. Another number of processes, or a checkpoint without
+    states, restores nothing (a warning says so); another ``num_workers`` or
+    ``randomness.seed`` changes the data, and CUDA is exact only with deterministic kernels.
     """
 
     priority = 80  # between LOW (70) and VERY_LOW (90, CheckpointHook): last before the save
@@ -167,38 +118,31 @@ class RNGStateHook(Hook):
         self._loaded = None  # checkpoint['rng_state'] of the last loaded checkpoint
         self._seeds = (None, None)  # (checkpoint's seed, this run's seed) at loading
 
-    # --- saving --------------------------------------------------------------------------------
     def _gather(self, runner) -> List[dict]:
         local = _capture_rng_state(runner.model)
         return all_gather_object(local) if get_world_size() > 1 else [local]
 
-    @staticmethod
-    def _checkpoint_due(runner, by_epoch: bool) -> bool:
+    def _gather_if_due(self, runner, by_epoch: bool) -> None:
+        # one process: captured at the save; several: gathered here, as only rank 0 saves
+        if get_world_size() == 1:
+            return
         for hook in runner.hooks:
-            if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
-                continue
-            if by_epoch:
-                due = hook.every_n_epochs(runner, hook.interval, hook.save_begin) or (
-                    hook.save_last and hook.is_last_train_epoch(runner))
-            else:
-                due = hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
-                    hook.save_last and hook.is_last_train_iter(runner))
-            if due:
-                return True
-        return False
+            if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch:
+                every = hook.every_n_epochs if by_epoch else hook.every_n_train_iters
+                last = hook.is_last_train_epoch if by_epoch else hook.is_last_train_iter
+                if every(runner, hook.interval, hook.save_begin) or (
+                        hook.save_last and last(runner)):
+                    self._states = self._gather(runner)
+                    return
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self._states = None
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        # one process: captured when the checkpoint is saved; several: gathered now, where
-        # every rank takes part, because only rank 0 saves
-        if get_world_size() > 1 and self._checkpoint_due(runner, by_epoch=False):
-            self._states = self._gather(runner)
+        self._gather_if_due(runner, by_epoch=False)
 
     def after_train_epoch(self, runner) -> None:
-        if get_world_size() > 1 and self._checkpoint_due(runner, by_epoch=True):
-            self._states = self._gather(runner)
+        self._gather_if_due(runner, by_epoch=True)
 
     def before_val(self, runner) -> None:
         if not self._training:
@@ -224,11 +168,9 @@ class RNGStateHook(Hook):
             states = [_capture_rng_state(runner.model)]
         checkpoint[CHECKPOINT_KEY] = dict(world_size=len(states), ranks=states)
 
-    # --- restoring -----------------------------------------------------------------------------
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._loaded = checkpoint.get(CHECKPOINT_KEY)
-        # runner.resume() adopts the checkpoint's seed only after this hook, and after the
-        # dataloader (sampler seed, worker seeds) was built with this run's
+        # runner.resume() adopts the checkpoint's seed after this hook and the dataloader build
         self._seeds = (checkpoint.get('meta', {}).get('seed'), runner.seed)
 
     def before_train(self, runner) -> None:

@@ -1,12 +1,13 @@
-from .backbones import MultiModalMiT, convert_segformer_mit_keys, use_fast_attention
+from .backbones import MultiModalMiT, convert_segformer_mit_keys
 from .data_preprocessor import (MultiModalSegDataPreProcessor, get_multimodal_preprocessor,
                                 is_multimodal_preprocessor)
-from .heads import FastSegformerHead, SGMHead
+from .heads import SGMHead
 from .necks import CMTBNeck
-from .utils import use_channels_last
+from .segmentors import MultiModalEncoderDecoder
+from .utils import enable_fast_path, reuse_branch_outputs
 
 __all__ = [
-    'CMTBNeck', 'FastSegformerHead', 'MultiModalMiT', 'MultiModalSegDataPreProcessor', 'SGMHead',
-    'convert_segformer_mit_keys', 'get_multimodal_preprocessor', 'is_multimodal_preprocessor',
-    'use_channels_last', 'use_fast_attention'
+    'CMTBNeck', 'MultiModalEncoderDecoder', 'MultiModalMiT', 'MultiModalSegDataPreProcessor',
+    'SGMHead', 'convert_segformer_mit_keys', 'enable_fast_path', 'get_multimodal_preprocessor',
+    'is_multimodal_preprocessor', 'reuse_branch_outputs'
 ]

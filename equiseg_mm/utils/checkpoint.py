@@ -132,3 +132,19 @@ def load_checkpoint_file(filename: str, map_location=None, trusted: Optional[boo
             'can run arbitrary code. If you trust this file, list it (or a folder above it) in '
             f'the environment variable {TRUST_ENV} (paths separated by "{os.pathsep}"), e.g. '
             f'{TRUST_ENV}={osp.abspath(filename)}') from None
+
+
+def load_checkpoint(model: torch.nn.Module, filename: str, map_location=None,
+                    strict: bool = False) -> dict:
+    """mmengine's ``load_checkpoint``, reading a local file with :func:`load_checkpoint_file`
+    whatever loader mmengine has registered (a URL goes to mmengine's loader for its scheme).
+
+    Returns:
+        dict: The loaded checkpoint.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint_to_model
+    if '://' in str(filename):
+        checkpoint = CheckpointLoader.load_checkpoint(str(filename), map_location=map_location)
+    else:
+        checkpoint = load_checkpoint_file(filename, map_location=map_location)
+    return _load_checkpoint_to_model(model, checkpoint, strict=strict)

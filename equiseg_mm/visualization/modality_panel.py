@@ -1,17 +1,5 @@
-"""One picture per sample: every input modality, the ground truth, and the predictions with all
-modalities and with each single modality missing.
-
-Panel layout (a grid of titled tiles, read left to right)::
-
-    | rgb        | depth       | event       | lidar       | ground truth |
-    | pred: all  | pred: no rgb| pred: no dep| pred: no evt| pred: no lid |
-
-Inputs are shown as they look (3-channel files in colour, 1-channel ones in grey, non-8-bit data
-min-max scaled); label maps are painted with the dataset palette by mmseg's
-:class:`SegLocalVisualizer`. :func:`visualize_modalities` writes the panels of some dataset
-samples; ``tools/visualize_modalities.py`` and
-:class:`~equiseg_mm.engine.MultiModalVisualizationHook` call it.
-"""
+"""Panels of every input modality (3 channels in colour, others in grey, non-8-bit min-max scaled),
+the ground truth and the predictions with all modalities and with each one missing."""
 import copy
 import os
 import os.path as osp
@@ -27,7 +15,7 @@ from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
 from ..models import get_multimodal_preprocessor
-from ..utils import unwrap_model
+from ..utils import ModalitySpec, unwrap_model
 
 __all__ = ['draw_modality_panel', 'predict_modality_variants', 'visualize_modalities']
 
@@ -83,8 +71,7 @@ def _titled(tile: np.ndarray, title: str) -> np.ndarray:
 
 def _legend(classes: Sequence[str], palette: Sequence[Sequence[int]], present: Sequence[int],
             width: int) -> np.ndarray:
-    """A white block of colour swatches and class names for the class ids in ``present``,
-    wrapped to ``width`` pixels."""
+    """A white block of swatches and names of the classes in ``present``, ``width`` wide."""
     font, scale, swatch, pad = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 12, 6
     items, line, x = [], [], pad
     for idx in present:
@@ -109,10 +96,6 @@ def _legend(classes: Sequence[str], palette: Sequence[Sequence[int]], present: S
     return block
 
 
-def _prediction_title(missing: Sequence[str]) -> str:
-    return 'pred: all' if not missing else 'pred: no ' + '+'.join(missing)
-
-
 def draw_modality_panel(inputs: Union[np.ndarray, torch.Tensor],
                         modalities: Sequence[str],
                         channels: Sequence[int],
@@ -124,59 +107,41 @@ def draw_modality_panel(inputs: Union[np.ndarray, torch.Tensor],
                         opacity: float = 1.0,
                         tile_width: Tuple[int, int] = (224, 512),
                         legend: bool = True) -> Tuple[np.ndarray, dict]:
-    """Draw the panel of one sample.
-
-    Row 1: each modality of ``inputs``, then the ground truth (when given). Row 2: each
-    prediction, in the order of ``predictions``. Every tile has the size of the inputs scaled so
-    that its width lies in ``tile_width``; label maps of another size are resized with nearest
-    neighbour.
+    """Draw the panel of one sample: the modalities and the ground truth, then the predictions.
 
     Args:
-        inputs (np.ndarray | torch.Tensor): (sum(C), H, W) raw stacked modalities, before
-            normalisation (a dataset sample's ``inputs``); 3-channel modalities in BGR order.
+        inputs (np.ndarray | torch.Tensor): (sum(C), H, W) raw stacked modalities, colour in BGR.
         modalities (Sequence[str]): Modality names in stacking order.
         channels (Sequence[int]): Channels per modality.
-        predictions (Mapping[tuple[str, ...], label]): Missing modalities -> predicted label map
-            ((H, W), (1, H, W) or PixelData); ``()`` is the prediction with all modalities.
+        predictions (Mapping[tuple[str, ...], label]): Missing modalities -> label map.
         dataset_meta (dict): ``classes`` and ``palette``.
-        gt (label, optional): Ground-truth label map; values outside the classes (ignore) stay
-            black. Defaults to None.
+        gt (label, optional): Ground-truth label map (ignored values stay black). Defaults to None.
         header (str, optional): A line above the grid (e.g. the file name). Defaults to None.
-        rgb_modality (str): Modality the label colours are blended on when ``opacity`` < 1.
-            Defaults to 'rgb'.
-        opacity (float): Weight of the palette colours in (0, 1]; 1.0 paints the palette alone.
-            Defaults to 1.0.
+        rgb_modality (str): Modality the labels are blended on. Defaults to 'rgb'.
+        opacity (float): Weight of the palette colours in (0, 1]. Defaults to 1.0.
         tile_width (tuple[int, int]): Smallest and largest tile width. Defaults to (224, 512).
-        legend (bool): Draw a class legend (swatch and name of every class in the ground truth
-            or a prediction) under the grid. Defaults to True.
+        legend (bool): Draw a legend of the classes present. Defaults to True.
 
     Returns:
-        tuple[np.ndarray, dict]: The (H, W, 3) uint8 RGB panel and its layout: ``rows`` (list of
-        rows of tile titles, None for an empty cell), ``tile_hw`` (tile size without the title
-        bar), ``bar`` (title bar height), ``gap`` (pixels between tiles), ``header`` (height of
-        the header bar, 0 without one), ``legend`` (height of the legend block, 0 without one).
+        tuple[np.ndarray, dict]: The (H, W, 3) uint8 RGB panel and its layout: ``rows`` (titles,
+        None for an empty cell), ``tile_hw``, ``bar``, ``gap``, ``header``, ``legend`` heights.
     """
-    if len(modalities) != len(channels):
-        raise ValueError(f'got {len(modalities)} modalities {list(modalities)} but '
-                         f'{len(channels)} channel counts {list(channels)}')
+    spec = ModalitySpec(modalities, channels)
     if not 0.0 < float(opacity) <= 1.0:
         raise ValueError(f'opacity must be in (0, 1], got {opacity!r}')
     if not dataset_meta.get('classes') or not dataset_meta.get('palette'):
         raise ValueError('dataset_meta needs classes and palette')
     values = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) \
         else np.asarray(inputs)
-    if values.ndim != 3 or values.shape[0] != sum(channels):
-        raise ValueError(f'inputs must be (sum(C)={sum(channels)}, H, W) for modalities '
-                         f'{list(modalities)} with channels {list(channels)}, got shape '
+    if values.ndim != 3 or values.shape[0] != spec.total:
+        raise ValueError(f'inputs must be (sum(C)={spec.total}, H, W) for modalities '
+                         f'{list(spec.names)} with channels {list(spec.channels)}, got shape '
                          f'{values.shape}')
     h, w = values.shape[1:]
     width = int(min(max(w, tile_width[0]), tile_width[1]))
     hw = (max(1, round(h * width / w)), width)
 
-    pictures, start = {}, 0
-    for name, ch in zip(modalities, channels):
-        pictures[name] = _modality_image(values[start:start + ch])
-        start += ch
+    pictures = {name: _modality_image(values[sl]) for name, sl in spec.slices.items()}
     base = pictures.get(rgb_modality)
 
     # constructed directly, not by get_instance: it stays out of mmengine's instance registry
@@ -193,10 +158,11 @@ def draw_modality_panel(inputs: Union[np.ndarray, torch.Tensor],
                                   with_labels=False)
         return _fit(visualizer.get_image(), hw, nearest=True)
 
-    row1 = [(name, _fit(pictures[name], hw, nearest=False)) for name in modalities]
+    row1 = [(name, _fit(picture, hw, nearest=False)) for name, picture in pictures.items()]
     if gt is not None:
         row1.append(('ground truth', paint(gt)))
-    row2 = [(_prediction_title(missing), paint(label)) for missing, label in predictions.items()]
+    row2 = [('pred: no ' + '+'.join(missing) if missing else 'pred: all', paint(label))
+            for missing, label in predictions.items()]
     rows = [r for r in (row1, row2) if r]
     cols = max(len(r) for r in rows)
 
@@ -231,13 +197,7 @@ def draw_modality_panel(inputs: Union[np.ndarray, torch.Tensor],
 def predict_modality_variants(model: torch.nn.Module, data_batch: dict,
                               variants: Optional[Sequence[Sequence[str]]] = None
                               ) -> Dict[Tuple[str, ...], List[SegDataSample]]:
-    """Predict a batch with all modalities and with each single modality missing.
-
-    Each variant runs ``model.test_step`` on a copy of the batch's data samples with the
-    variant's modalities zeroed after normalisation: under the data preprocessor's
-    ``protocol(missing=variant, ratio=1.0)`` (see
-    :meth:`~equiseg_mm.models.MultiModalSegDataPreProcessor.protocol`), which restores it
-    afterwards.
+    """Predict a batch under the data preprocessor's ``protocol(missing=variant, ratio=1.0)``.
 
     Args:
         model (torch.nn.Module): A multimodal segmentor (or a wrapper of one).
@@ -250,7 +210,7 @@ def predict_modality_variants(model: torch.nn.Module, data_batch: dict,
     """
     model = unwrap_model(model)
     pre = get_multimodal_preprocessor(model, 'predict_modality_variants')
-    names = list(pre.modalities)
+    names = pre.spec.names
     if variants is None:
         variants = [()] + ([(m, ) for m in names] if len(names) > 1 else [])
     out = {}
@@ -272,17 +232,13 @@ def visualize_modalities(model: torch.nn.Module,
     """Write one panel PNG (see :func:`draw_modality_panel`) per dataset sample.
 
     Args:
-        model (torch.nn.Module): A multimodal segmentor (or a wrapper of one); its train/eval
-            mode and its data preprocessor's missing-modality settings are restored afterwards.
-        dataset: A dataset giving ``inputs`` and ``data_samples`` (with ``gt_sem_seg`` when it
-            has labels), e.g. the test dataset of a config; its ``metainfo`` gives classes and
-            palette (else ``model.dataset_meta``).
+        model (torch.nn.Module): A multimodal segmentor (or a wrapper); its mode is restored.
+        dataset: A dataset giving ``inputs`` and ``data_samples``; its ``metainfo`` (else
+            ``model.dataset_meta``) gives classes and palette.
         out_dir (str): Output folder (created).
         num_samples (int): How many samples, from the first. Defaults to 4.
-        indices (Sequence[int], optional): Sample indices instead of the first ``num_samples``.
-            Defaults to None.
-        opacity (float): Palette weight of the label tiles, see :func:`draw_modality_panel`.
-            Defaults to 1.0.
+        indices (Sequence[int], optional): Sample indices to draw instead. Defaults to None.
+        opacity (float): See :func:`draw_modality_panel`. Defaults to 1.0.
         prefix (str): File name prefix. Defaults to ''.
         tile_width (tuple[int, int]): Smallest and largest tile width. Defaults to (224, 512).
 
@@ -316,7 +272,7 @@ def visualize_modalities(model: torch.nn.Module,
             tags = [f'{k}={sample.metainfo[k]}' for k in ('condition', 'case')
                     if k in sample.metainfo]
             panel, _ = draw_modality_panel(
-                data['inputs'], pre.modalities, pre.channels,
+                data['inputs'], pre.spec.names, pre.spec.channels,
                 {k: v[0].pred_sem_seg for k, v in predictions.items()}, meta,
                 gt=sample.gt_sem_seg if 'gt_sem_seg' in sample else None,
                 header=' '.join([stem] + tags), rgb_modality=pre.rgb_modality,

@@ -1,9 +1,4 @@
-"""The robustness report: JSON, Markdown and a PNG chart of a robustness summary.
-
-:class:`~equiseg_mm.evaluation.ModalityBalanceMetric` (with ``out_dir``) hands its summary to
-:func:`write_robustness_report`, which it imports when it writes a report (the evaluation does
-not depend on the visualisation); matplotlib is imported only to draw the PNG.
-"""
+"""JSON, Markdown and PNG report of a ``ModalityBalanceMetric`` summary (matplotlib: PNG only)."""
 import json
 import math
 import os

@@ -1,5 +1,5 @@
 """The inference API on the tiny synthetic data: a frame with any modality absent must give what
-the dataset pipeline gives for the same sample with ``missing_modalities`` set."""
+the dataset pipeline gives for the same sample under ``protocol(missing=...)``."""
 import os.path as osp
 
 import mmcv
@@ -13,9 +13,8 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 
-from equiseg_mm.apis import (inference_multimodal, init_multimodal_model, missing_modalities,
-                             save_prediction)
-from equiseg_mm.datasets import make_synthetic_deliver
+from equiseg_mm.apis import inference_multimodal, init_multimodal_model, save_prediction
+from _synthetic_deliver import make_synthetic_deliver
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'equiseg', 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')
@@ -50,14 +49,8 @@ def world(tmp_path_factory):
 
 def _reference(model, dataset, idx, missing):
     """The dataset-pipeline prediction of sample ``idx`` with ``missing`` zeroed."""
-    pre = model.data_preprocessor
-    saved = pre.missing_modalities
-    pre.missing_modalities = missing
-    try:
-        with torch.no_grad():
-            return model.test_step(pseudo_collate([dataset[idx]]))[0]
-    finally:
-        pre.missing_modalities = saved
+    with model.data_preprocessor.protocol(missing=missing), torch.no_grad():
+        return model.test_step(pseudo_collate([dataset[idx]]))[0]
 
 
 def _files(dataset, idx):
@@ -158,7 +151,6 @@ def test_errors_name_the_problem(world, tmp_path):
 def test_preprocessor_state_is_restored_on_error(world, monkeypatch):
     model, dataset = world
     pre = model.data_preprocessor
-    pre.missing_modalities, pre.missing_ratio = ('lidar', ), 0.5
     seen = {}
 
     def boom(data):
@@ -166,17 +158,16 @@ def test_preprocessor_state_is_restored_on_error(world, monkeypatch):
         raise RuntimeError('forward failed')
 
     monkeypatch.setattr(model, 'test_step', boom)
-    try:
+    with pre.protocol(missing=('lidar', ), ratio=0.5):
         with pytest.raises(RuntimeError, match='forward failed'):
             inference_multimodal(model, dict(rgb=_files(dataset, 0)['rgb']))
         assert seen == dict(missing=('depth', 'event', 'lidar'), ratio=1.0)
         assert (pre.missing_modalities, pre.missing_ratio) == (('lidar', ), 0.5)
         with pytest.raises(ValueError):  # missing everything: refused, state untouched
-            with missing_modalities(model, MODS):
+            with pre.protocol(missing=MODS, ratio=1.0):
                 pass
         assert (pre.missing_modalities, pre.missing_ratio) == (('lidar', ), 0.5)
-    finally:
-        pre.missing_modalities, pre.missing_ratio = (), 1.0
+    assert (pre.missing_modalities, pre.missing_ratio) == ((), 1.0)
 
 
 def test_save_prediction_writes_labels_and_overlays(world, tmp_path):

@@ -207,10 +207,10 @@ def test_loop_subsets_and_restore_on_error(tmp_path):
                                     subsets=[['event', 'rgb'], ['depth']]))
     runner.model.fail_on = ('depth', )  # fails on the rgb+event pass (depth missing)
     pre = runner.model.data_preprocessor
-    pre.noise_density = 0.01  # a non-default value that must come back
-    with pytest.raises(RuntimeError, match='boom'):
-        runner.test()
-    assert (pre.missing_modalities, pre.missing_ratio, pre.noise_density) == ((), 1.0, 0.01)
+    with pre.protocol(noise=0.01):  # a non-default value that must come back
+        with pytest.raises(RuntimeError, match='boom'):
+            runner.test()
+        assert (pre.missing_modalities, pre.missing_ratio, pre.noise_density) == ((), 1.0, 0.01)
 
     runner.model.fail_on = None
     metrics = runner.test()

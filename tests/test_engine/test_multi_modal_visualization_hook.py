@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import equiseg_mm  # noqa: F401,I001  (first: compat fixes, registration)
+import equiseg_mm  # noqa: F401,I001  (first: registration)
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, HOOKS
 
 from equiseg_mm.apis import init_multimodal_model
-from equiseg_mm.datasets import make_synthetic_deliver
+from _synthetic_deliver import make_synthetic_deliver
 from equiseg_mm.engine import MultiModalVisualizationHook
 from equiseg_mm.visualization import draw_modality_panel, visualize_modalities
 
@@ -119,11 +119,10 @@ def test_visualize_modalities_writes_one_panel_per_sample(data_root, tmp_path):
         CONFIG, cfg_options=dict(TINY, **{'test_dataloader.dataset.data_root': data_root}))
     init_default_scope('mmseg')
     dataset = DATASETS.build(model.cfg.test_dataloader.dataset)
-    model.data_preprocessor.missing_modalities = ('event', )
     model.train()
-    written = visualize_modalities(model, dataset, str(tmp_path / 'vis'), num_samples=3)
-    assert model.training and model.data_preprocessor.missing_modalities == ('event', )
-    model.data_preprocessor.missing_modalities = ()
+    with model.data_preprocessor.protocol(missing=('event', )):
+        written = visualize_modalities(model, dataset, str(tmp_path / 'vis'), num_samples=3)
+        assert model.training and model.data_preprocessor.missing_modalities == ('event', )
     assert len(written) == 3 and sorted(os.listdir(tmp_path / 'vis')) == sorted(
         osp.basename(p) for p in written)
     stem = osp.splitext(osp.basename(dataset.get_data_info(0)['img_path']))[0]

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-import equiseg_mm  # noqa: F401,I001  (first: compat fixes, registration)
+import equiseg_mm  # noqa: F401,I001  (first: registration)
+from _runner import prepare_config, runner_from_config  # tools/_runner.py (tools/ on sys.path)
 from mmseg.registry import HOOKS
 
-from equiseg_mm.apis import prepare_config, runner_from_config
-from equiseg_mm.datasets import make_synthetic_deliver
+from _synthetic_deliver import make_synthetic_deliver
 from equiseg_mm.engine import RNGStateHook
 from equiseg_mm.engine.rng_state_hook import CHECKPOINT_KEY, _capture_rng_state
 from equiseg_mm.models.heads import SGMHead

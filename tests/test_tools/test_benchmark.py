@@ -1,22 +1,19 @@
-"""tools/analysis_tools/benchmark.py and tools/analysis_tools/get_flops.py: a tiny smoke run of
-their functions.
+"""tools/analysis_tools/benchmark.py and tools/analysis_tools/get_flops.py at tiny sizes.
 
-Structure only (keys, interleaved order, FLOP bookkeeping); no timing is asserted.
+The benchmark runs for real (tiny EQUISeg config and the shipped SegFormer-B0 reference, 64 x
+64, one timed run); its structure is checked, never its timings.
 """
 import importlib.util
 import json
-import os
 import os.path as osp
-import platform
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tiny_config import TOOLS
+from tiny_config import ROOT, TOOLS, write_tiny_config
 
-MODELS = ['equiseg-b0', 'segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl']
+SEGFORMER_LABEL = 'segformer_mit-b0_1xb8-1k_synthetic-rgb-96x96'
+SEGFORMER = osp.join(ROOT, 'configs', 'baselines', f'{SEGFORMER_LABEL}.py')
 
 
 def _load(name):
@@ -31,118 +28,119 @@ def _load(name):
 def bench():
     threads = torch.get_num_threads()
     yield _load('benchmark')
-    torch.set_num_threads(threads)  # the tool sets its own thread count
+    torch.set_num_threads(threads)  # --threads sets the process's thread count
 
 
-def test_quick_run_json(bench, tmp_path, tiny_data):
-    out = tmp_path / 'bench.json'
-    result = bench.main(['--quick', '--models', *MODELS, '--threads', '1', '--no-memory',
-                         '--data-root', tiny_data, '--data-samples', '2', '--device', 'cpu',
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """The tool tests' tiny EQUISeg config (8-channel MiT stages, RGB-D-E-L: 12 channels)."""
+    root = tmp_path_factory.mktemp('bench')
+    return write_tiny_config(root / 'tiny_equiseg.py', str(root))
+
+
+@pytest.fixture(scope='module')
+def run(bench, tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench_out') / 'sub' / 'bench.json'
+    result = bench.main([tiny, SEGFORMER, '--sizes', '64', '--repeats', '1', '--warmup', '0',
+                         '--threads', '1', '--train-repeats', '1', '--device', 'cpu',
                          '--out', str(out)])
+    return result, out
+
+
+def test_parse_args_defaults(bench, tiny):
+    args = bench.parse_args([tiny])
+    assert (args.configs, args.sizes, args.repeats, args.warmup, args.batch) == \
+        ([tiny], [512, 1024], 10, 2, 1)
+    assert args.train_repeats == 0 and args.threads is None and args.cfg_options is None
+    assert args.device == ('cuda' if torch.cuda.is_available() else 'cpu')
+    args = bench.parse_args([tiny, SEGFORMER, '--cfg-options', 'model.fast_path=False'])
+    assert args.configs == [tiny, SEGFORMER] and args.cfg_options == {'model.fast_path': False}
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['missing_config.py'], "config file 'missing_config.py' does not exist"),
+    (['{tiny}', '--sizes', '100'], '--sizes must be multiples of 32'),
+    (['{tiny}', '--repeats', '0'], '--repeats, --batch, --threads must be >= 1'),
+    (['{tiny}', '--train-repeats', '-1'], '--train-repeats >= 0'),
+    (['{tiny}', '{tiny}'], 'a config is given twice'),
+])
+def test_bad_arguments_name_the_problem(bench, tiny, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        bench.main([a.format(tiny=tiny) for a in argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_label_is_the_file_name_and_the_options(bench):
+    assert bench.label(SEGFORMER) == SEGFORMER_LABEL
+    assert bench.label(SEGFORMER, {'model.fast_path': False, 'model.decode_head.channels': 64}) \
+        == f'{SEGFORMER_LABEL} model.fast_path=False model.decode_head.channels=64'
+
+
+def test_two_configs_table_and_json(bench, run):
+    result, out = run
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    for key in ('cpu_model', 'logical_cores', 'torch_threads', 'torch'):
-        assert key in result['machine']
-    assert result['settings']['sizes'] == [64] and result['settings']['models'] == MODELS
-    per_model = result['results']['64']
-    assert list(per_model) == MODELS
-    for name, res in per_model.items():
-        assert res['params'] > 0 and res['flops'] > 0, name
-        assert set(res['latency_s']) >= {'median', 'min', 'max', 'runs', 'system_s'}
-        assert res['latency_s']['system_s'] >= 0
-        assert len(res['latency_s']['runs']) == 2 and len(res['train_iter_s']['runs']) == 1
-        assert 'aten::scaled_dot_product_attention' not in res['flops_not_counted']
-    eq = per_model['equiseg-b0']
-    assert eq['flops_by_part']['neck'] > 0
-    assert eq['flops_by_part']['  neck.stage1'] <= eq['flops_by_part']['neck']
-    # stock and weights-off attention do the same arithmetic (bmm vs fused kernel)
-    assert per_model['segformer-b0']['flops'] == per_model['segformer-b0-fast']['flops'] \
-        == per_model['segformer-b0-cl']['flops']
-    ratios = result['ratios']['64']['equiseg-b0']
-    assert set(ratios) == {'segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl'}
-    assert result['settings']['malloc_keep'] is False
-    assert set(ratios['segformer-b0']) == {'flops', 'latency', 'latency_per_flops',
-                                           'train_iter', 'peak_memory'}
-    assert ratios['segformer-b0']['peak_memory'] is None  # --no-memory
-    # interleaved: A, B, C, A, B, C within every timed block
-    for tag in ('latency@64', 'train@64'):
-        order = [(name, rep) for t, name, rep in result['schedule'] if t == tag]
-        reps = len(order) // len(MODELS)
-        assert order == [(name, rep) for rep in range(reps) for name in MODELS], tag
-    loader = result['dataloader']
-    assert loader['samples_per_s_per_worker'] > 0 and loader['sample_shape'][0] == 12
-    assert 'ratios to SegFormer-B0 (RGB, stock)' in bench.format_table(result)
+    machine = result['machine']
+    assert {'cpu', 'cores', 'threads', 'device', 'torch', 'mmseg', 'mmengine'} <= set(machine)
+    assert 'cores' in machine['cpu'] and machine['threads'] == 1  # cpu_name(): model, SIMD
+    assert result['settings']['sizes'] == [64] and result['settings']['train_repeats'] == 1
+    rows = result['results']['64']
+    assert list(rows) == ['tiny_equiseg', SEGFORMER_LABEL]  # the configs' order
+    for row in rows.values():
+        assert row['params'] > 0 and row['flops'] > 0
+        assert set(row['latency_s']) == {'median', 'min', 'max', 'runs'}
+        assert len(row['latency_s']['runs']) == 1 and len(row['train_iter_s']['runs']) == 1
+        assert row['peak_memory_bytes'] is None or row['peak_memory_bytes'] >= 0
+        assert set(row['ratio']) == {'latency', 'flops', 'params', 'peak_memory', 'train_iter'}
+    first, second = rows.values()
+    assert first['ratio']['latency'] == first['ratio']['flops'] == \
+        first['ratio']['train_iter'] == 1.0
+    assert second['ratio']['flops'] == pytest.approx(second['flops'] / first['flops'])
+    assert second['params'] == 3721593  # mmseg's SegFormer-B0 with 25 classes
+    table = bench.format_table(result)
+    assert 'tiny_equiseg' in table and SEGFORMER_LABEL in table and 'x first' in table
+    assert '64x64, batch 1, cpu, 1 threads' in table and '1 multiply-add = 1 FLOP' in table
 
 
-def test_round_robin_interleaves(bench):
-    calls, schedule = [], []
-    tasks = {n: (lambda n=n: calls.append(n) or 0.0) for n in 'ABC'}
-    times = bench._round_robin(list('ABC'), tasks, warmup=1, repeats=2, schedule=schedule,
-                               tag='t')
-    assert calls == list('ABCABCABC')  # warm-up, then two interleaved rounds
-    assert [s[1] for s in schedule] == list('ABCABC') and times['A'] == [0.0, 0.0]
+def test_cfg_options_reach_the_model_and_the_label(bench, capsys):
+    result = bench.main([SEGFORMER, '--sizes', '64', '--repeats', '1', '--warmup', '0',
+                         '--threads', '1', '--device', 'cpu',
+                         '--cfg-options', 'model.fast_path=False'])
+    label = f'{SEGFORMER_LABEL} model.fast_path=False'
+    assert list(result['results']['64']) == [label] and label in capsys.readouterr().out
+    assert result['settings']['cfg_options'] == {'model.fast_path': False}
+    assert 'train_iter_s' not in result['results']['64'][label]  # --train-repeats 0
+    stock = bench.build_model(SEGFORMER, {'model.fast_path': False}, 'cpu')
+    fast = bench.build_model(SEGFORMER, None, 'cpu')
+    assert (stock.fast_path, fast.fast_path) == (False, True)
+    assert type(stock.decode_head).__name__ == 'SegformerHead' != type(fast.decode_head).__name__
 
 
-def test_both_allocators_and_the_target_line(bench, tmp_path, capsys):
-    """--allocator both: the latency runs again in a fresh process with glibc keeping freed
-    memory; the target is checked for each setting that timed both of its models."""
-    out = tmp_path / 'bench.json'
-    result = bench.main(['--quick', '--models', 'equiseg-b0', 'segformer-b0-cl', '--threads',
-                         '1', '--no-memory', '--data-samples', '0', '--train-repeats', '0',
-                         '--allocator', 'both', '--out', str(out)])
-    text = capsys.readouterr().out
-    assert 'allocator: default' in text and 'allocator: keep' in text
-    keep = result['other_allocators']['keep']
-    assert keep['settings']['allocator'] == 'keep' and keep['settings']['malloc_keep'] is True
-    assert result['settings']['allocator'] == 'default'
-    assert list(keep['results']['64']) == ['equiseg-b0', 'segformer-b0-cl']
-    assert result['target'] == []  # the target size (1024) was not run
-    size = str(bench.TARGET['size'])
-    fake = {'settings': {'allocator': 'default'}, 'results': {size: {
-        'equiseg-b0': {'latency_s': {'median': 2.8}},
-        'segformer-b0-cl': {'latency_s': {'median': 1.0}}}}}
-    fake['other_allocators'] = {'keep': {'settings': {'allocator': 'keep'}, 'results': {size: {
-        'equiseg-b0': {'latency_s': {'median': 3.0}},
-        'segformer-b0-cl': {'latency_s': {'median': 1.0}}}}}}
-    checks = bench.check_target(fake)
-    assert [(c['allocator'], c['met']) for c in checks] == [('default', True), ('keep', False)]
-    assert checks[0]['ratio'] == pytest.approx(2.8)
+def test_build_model_drops_pretrained_weights_and_fixed_size(bench, tiny, tmp_path):
+    """A Pretrained init_cfg in the backbone's ``branch`` (which MultiModalMiT moves to its own
+    init_cfg) is dropped; the preprocessor pads to a multiple of 32 instead of 1024 x 1024."""
+    config = tmp_path / 'pretrained.py'
+    config.write_text(
+        f'_base_ = [{tiny!r}]\n'
+        'model = dict(data_preprocessor=dict(size=(1024, 1024)), backbone=dict(branch=dict(\n'
+        "    type='MixVisionTransformer', embed_dims=8, num_layers=[1] * 4, num_heads=[1] * 4,\n"
+        "    init_cfg=dict(type='Pretrained', checkpoint='missing.pth'))))\n")
+    model = bench.build_model(str(config), None, 'cpu')
+    assert model.backbone.init_cfg is None and not model.training
+    assert (model.data_preprocessor.size, model.data_preprocessor.size_divisor) == (None, 32)
+    assert type(model.backbone.branches[0]).__name__.endswith('MixVisionTransformer')
 
 
-def test_compile_rows_time_the_compiled_callable(bench, monkeypatch):
-    compiled = []
-
-    class Compiled:  # like torch's OptimizedModule: callable, refuses truth tests
-        def __init__(self, module):
-            self.module = module
-
-        def __call__(self, *args):
-            return self.module(*args)
-
-        def __len__(self):
-            raise TypeError('no len()')
-
-    def fake_compile(module):
-        compiled.append(module)
-        return Compiled(module)
-    monkeypatch.setattr(bench.torch, 'compile', fake_compile)
-    result = bench.main(['--quick', '--models', 'segformer-b0-cl', 'segformer-b0', '--threads',
-                         '1', '--no-memory', '--data-samples', '0', '--compile'])
-    per_model = result['results']['64']
-    assert list(per_model) == ['segformer-b0-cl', 'segformer-b0', 'segformer-b0-cl+compile']
-    assert len(compiled) == 1  # segformer-b0 is not in COMPILABLE
-    row = per_model['segformer-b0-cl+compile']
-    assert row['flops'] == per_model['segformer-b0-cl']['flops'] and 'first_s' in row['latency_s']
-    assert 'train_iter_s' not in row and 'train_iter_s' in per_model['segformer-b0-cl']
-
-
-def test_peak_memory_subprocess(bench):
-    mem = bench.measure_peak_memory('segformer-b0-fast', 64, threads=1, device='cpu')
-    assert mem['peak_bytes'] > 0 and 'method' in mem
+def test_interleaved_runs_round_robin(bench):
+    calls = []
+    tasks = {n: (lambda n=n: calls.append(n) or 0.5) for n in 'AB'}
+    times = bench.interleaved(tasks, warmup=1, repeats=2)
+    # warm-up of each, then rounds A, B, A, B
+    assert calls == ['A', 'B', 'A', 'B', 'A', 'B'] and times == {'A': [0.5] * 2, 'B': [0.5] * 2}
 
 
 def test_get_flops_parts_and_counted_attention(capsys):
     flops = _load('get_flops')
-    info = flops.main([osp.join(osp.dirname(TOOLS), 'configs', 'equiseg',
+    info = flops.main([osp.join(ROOT, 'configs', 'equiseg',
                                 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py'),
                        '--shape', '64', '--modalities', 'rgb', 'depth'])
     text = capsys.readouterr().out
@@ -155,79 +153,3 @@ def test_get_flops_parts_and_counted_attention(capsys):
     assert info['by_operator']['scaled_dot_product_attention'] > 0
     assert info['by_operator']['avg_pool2d'] > 0
     assert info['params_auxiliary'] == 0  # the SGM head has no parameters
-
-
-def test_baselines_differ_only_in_their_speed_switches(bench):
-    stock, fast, cl, fh = (bench.build_model(n) for n in
-                           ('segformer-b0', 'segformer-b0-fast', 'segformer-b0-cl',
-                            'segformer-b0-fh'))
-    assert [type(m.decode_head).__name__ for m in (stock, fast, cl, fh)] == \
-        ['SegformerHead'] * 3 + ['FastSegformerHead']
-    attn = [m.backbone.layers[0][1][0].attn for m in (stock, fast, cl)]
-    assert [type(a.attn).__name__ for a in attn] == [
-        'MultiheadAttention', '_NoWeightsMultiheadAttention', '_NoWeightsMultiheadAttention']
-    assert [type(m.backbone).__name__ for m in (stock, fast, cl)] == [
-        'MixVisionTransformer', 'MixVisionTransformer', '_ChannelsLastMixVisionTransformer']
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        outs = [m(x, mode='tensor') for m in (stock, fast, cl, fh)]
-    for out in outs[1:]:
-        assert torch.allclose(outs[0], out, atol=1e-5)
-
-
-def test_equiseg_variants_build_what_they_name(bench):
-    """The stock-head variant predicts what the shipped model predicts; the light and paper
-    variants build the necks they name."""
-    shipped, stock, light, paper = (bench.build_model(n) for n in (
-        'equiseg-b0', 'equiseg-b0-stockhead', 'equiseg-b0-light', 'equiseg-b0-paper'))
-    assert (type(shipped.decode_head).__name__, type(stock.decode_head).__name__) == \
-        ('FastSegformerHead', 'SegformerHead')
-    x = torch.randn(1, 12, 64, 64)
-    with torch.no_grad():
-        assert torch.allclose(shipped(x, mode='tensor'), stock(x, mode='tensor'), atol=1e-4)
-    assert light.neck.self_attn == [False] * 4 and \
-        light.neck.stages[0][0].cross_attn.kv_grid == 8
-    assert paper.neck.self_attn == [True] * 4 and paper.neck.aux_summary == 'per_primary'
-
-
-KEEP_SCRIPT = """
-import resource, sys, torch
-sys.path.insert(0, {tools!r})
-import benchmark
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-def loop():  # 64 MB buffers allocated, written and freed; page faults counted
-    start = faults()
-    for _ in range(5):
-        torch.ones(16 * 2**20)
-    return faults() - start
-default = loop()  # glibc's defaults first, then the same loop after keep_freed_memory()
-kept = benchmark.keep_freed_memory()
-torch.ones(16 * 2**20)  # 64 MB once, so the heap has grown when keeping
-print(kept, default, loop())
-"""
-
-
-def _thp_always():
-    try:
-        with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
-            return '[always]' in f.read()
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc' or _thp_always(),
-                    reason='needs glibc and 4-KiB page faults (transparent huge pages not '
-                    '"always")')
-def test_malloc_keep_stops_page_faulting_large_buffers_again(tmp_path):
-    """Without it every freed 64 MB buffer is faulted in again (16384 4-KiB pages each); with
-    it the memory is reused."""
-    script = tmp_path / 'keep.py'
-    script.write_text(KEEP_SCRIPT.format(tools=osp.join(TOOLS, 'analysis_tools')))
-    env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
-    # one process (its imports take seconds): the default loop runs before the switch
-    kept, default, keep = subprocess.run([sys.executable, str(script)], capture_output=True,
-                                         text=True, env=env, check=True).stdout.split()
-    assert kept == 'True'
-    assert int(default) >= 4 * 16384  # (nearly) every buffer faulted in again
-    assert int(keep) <= 2 * 16384, (default, keep)  # reused (at most one more buffer's pages)

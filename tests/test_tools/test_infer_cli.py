@@ -15,7 +15,7 @@ import importlib.util
 
 import equiseg_mm  # noqa: F401,I001  (first: compat fixes, registration)
 from equiseg_mm.apis import inference_multimodal, init_multimodal_model
-from equiseg_mm.datasets import make_synthetic_deliver
+from _synthetic_deliver import make_synthetic_deliver
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASE = osp.join(ROOT, 'configs', 'equiseg', 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')

@@ -3,11 +3,8 @@ process: the console stays short, the estimate, work units, summary and files ar
 import importlib.util
 import json
 import os.path as osp
-import sys
 
 from tiny_config import TOOLS, write_tiny_config
-
-sys.path.insert(0, TOOLS)  # as when run as a script: its helper modules
 
 
 def _tool(name):

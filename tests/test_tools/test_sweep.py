@@ -1,12 +1,10 @@
 """tools/sweep.py: argument checks and the mean +- std table with its spread rule."""
 import importlib.util
 import os.path as osp
-import sys
 
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools'))  # as when run as a script: its helper modules
 _spec = importlib.util.spec_from_file_location('_sweep', osp.join(ROOT, 'tools', 'sweep.py'))
 sweep = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sweep)

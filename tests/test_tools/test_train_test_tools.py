@@ -137,7 +137,7 @@ def test_amp_without_a_gpu_fails_before_any_work(how, tmp_path, tiny_config, mon
 
 
 def test_amp_configs_need_a_gpu_to_train_not_to_test(tiny_config, tmp_path, monkeypatch):
-    from equiseg_mm.apis import check_amp_device, prepare_config, train_and_test
+    from _runner import check_amp_device, prepare_config, train_and_test
     _no_amp_device(monkeypatch)
     # a config saved by an AMP run on a GPU still loads for testing on a CPU
     cfg = prepare_config(tiny_config, cfg_options={'optim_wrapper.type': 'AmpOptimWrapper'})

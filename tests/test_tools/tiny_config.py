@@ -58,7 +58,7 @@ default_hooks = dict(
 
 def make_tiny_data(root):
     """Write the tiny synthetic DeLiVER-layout dataset (8 train, 4 val, 4 test, 48x64)."""
-    from equiseg_mm.datasets import make_synthetic_deliver
+    from _synthetic_deliver import make_synthetic_deliver
     make_synthetic_deliver(str(root), num_train=8, num_val=4, num_test=4, size=(48, 64))
     return str(root)
 

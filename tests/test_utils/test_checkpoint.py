@@ -1,4 +1,7 @@
-"""Checkpoint loading keeps ``weights_only=True``: mmengine's own types load, nothing else runs."""
+"""Checkpoint loading keeps ``weights_only=True``: mmengine's own types load, nothing else runs.
+
+mmengine's ``CheckpointLoader`` goes through the safe loader because the suite opts in
+(``EQUISEG_COMPAT=all``); ``load_checkpoint`` (the inference API's) does without the opt-in."""
 import os
 import pickle
 
@@ -9,7 +12,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from equiseg_mm.utils.checkpoint import (TRUST_ENV, UntrustedCheckpointError, is_trusted,
-                                         load_checkpoint_file)
+                                         load_checkpoint, load_checkpoint_file)
 
 
 class _WritesAFile:
@@ -98,3 +101,22 @@ def test_trusted_opt_in_by_environment(tmp_path, monkeypatch):
 def test_missing_file_names_the_path(tmp_path, no_trust):
     with pytest.raises(FileNotFoundError, match='nothere.pth'):
         load_checkpoint_file(str(tmp_path / 'nothere.pth'))
+
+
+def test_load_checkpoint_into_a_model_without_the_opt_in(tmp_path, no_trust, monkeypatch):
+    from mmengine.runner.checkpoint import load_from_local
+    monkeypatch.setitem(CheckpointLoader._schemes, '', load_from_local)  # mmengine's own
+    path, evil, marker = tmp_path / 'ok.pth', tmp_path / 'evil.pth', tmp_path / 'pwned'
+    checkpoint = _mmengine_like_checkpoint()
+    checkpoint['state_dict'] = {'module.weight': torch.ones(1, 2), 'module.bias': torch.zeros(1)}
+    torch.save(checkpoint, path)
+    with pytest.raises(pickle.UnpicklingError):  # the stock loader refuses the message hub
+        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    model = torch.nn.Linear(2, 1)
+    loaded = load_checkpoint(model, str(path), map_location='cpu')
+    assert isinstance(loaded['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+    torch.testing.assert_close(model.weight.data, torch.ones(1, 2))  # 'module.' stripped
+    torch.save({'state_dict': {}, 'payload': _WritesAFile(marker)}, evil)
+    with pytest.raises(UntrustedCheckpointError):
+        load_checkpoint(model, str(evil))
+    assert not marker.exists()

@@ -3,19 +3,22 @@
     python tools/analysis_tools/get_flops.py CONFIG [--shape H W] [--modalities rgb depth ...]
         [--cfg-options model.neck.aux_summary=per_primary ...]
 
-What is counted and how: see :mod:`equiseg_mm.utils.complexity` (one multiply-add = one FLOP;
+What is counted and how: see ``tools/_complexity.py`` (one multiply-add = one FLOP;
 scaled-dot-product attention and average pooling counted by added handles; element-wise ops not
 counted).
 """
 import argparse
 import os
+import sys
 from typing import Dict
 
-from mmengine.config import DictAction
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/
+import _common  # noqa: E402,F401,I001  (first: EQUISEG_COMPAT=all, quiet stack warnings)
+from mmengine.config import DictAction  # noqa: E402
 
-import equiseg_mm  # noqa: F401  (compat fixes and registration before mmseg.models)
-from equiseg_mm.utils.complexity import (build_segmentor, complexity, format_report,
-                                         load_model_cfg)
+import equiseg_mm  # noqa: E402,F401  (registration before mmseg.models)
+from _complexity import (build_segmentor, complexity,  # noqa: E402
+                                         format_report, load_model_cfg)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -9,11 +9,14 @@ The result loads into mmseg's ``MixVisionTransformer`` and, through
 import argparse
 import os
 import os.path as osp
+import sys
 
 import torch
 
-from equiseg_mm.models.backbones import convert_segformer_mit_keys
-from equiseg_mm.utils.checkpoint import load_checkpoint_file
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: _common
+import _common  # noqa: E402,F401,I001  (first: EQUISEG_COMPAT=all)
+from equiseg_mm.models.backbones import convert_segformer_mit_keys  # noqa: E402
+from equiseg_mm.utils.checkpoint import load_checkpoint_file  # noqa: E402
 
 
 def parse_args(argv=None):

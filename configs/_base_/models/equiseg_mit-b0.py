@@ -1,15 +1,17 @@
 # EQUISeg with MiT-B0 branches: MultiModalMiT (one equal branch per modality) -> CMTBNeck (one
 # Cross-Modal Transformer Block per stage, every modality primary in turn, "Add" fusion) ->
-# mmseg's SegFormer all-MLP head (as FastSegformerHead: the same head in a cheaper order) on the 4
-# fused maps, plus the training-only SGMHead on the neck's per-modality stacks. The neck returns
-# the 4 fused maps, then 4 per-modality stacks (None in eval mode); SGMHead reads the last 4
-# entries by default. `auxiliary_head=None` alone drops the SGM. Leaf configs that change
-# `modalities` redefine the model fields using it.
+# mmseg's SegFormer all-MLP head on the 4 fused maps, plus the training-only SGMHead on the
+# neck's per-modality stacks (the neck's last 4 outputs in training, None in eval mode).
+# `auxiliary_head=None` alone drops the SGM. Leaf configs that change `modalities` redefine the
+# model fields using it.
 modalities = ['rgb', 'depth', 'event', 'lidar']
 modality_channels = [3, 3, 3, 3]
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
-    type='EncoderDecoder',
+    type='MultiModalEncoderDecoder',
+    # the speed-ups of equiseg_mm/models/utils/fast_path.py: same parameters and outputs
+    # (up to float rounding); False computes as the backbone, neck and heads are written
+    fast_path=True,
     data_preprocessor=dict(
         type='MultiModalSegDataPreProcessor',
         modalities=modalities,
@@ -36,8 +38,6 @@ model = dict(
         drop_rate=0.0,
         attn_drop_rate=0.0,
         drop_path_rate=0.1,
-        fast_attention=True,  # attention maps are not materialised (same outputs)
-        fast_layout=True,  # regular channels-last maps at batch 1 (same outputs)
         # ImageNet weights for every branch (official mit_b0.pth or mmseg-converted):
         # init_cfg=dict(type='Pretrained', checkpoint='pretrain/mit_b0.pth'),
     ),
@@ -47,29 +47,17 @@ model = dict(
         num_heads=[1, 2, 5, 8],
         sr_ratios=[8, 4, 2, 1],
         pool_sizes=(3, 7, 11),
-        selection='sqh',
-        share_weights=True,
         num_modalities=len(modalities),  # builds no unused cross-modal layers when N = 1
-        per_modality_out='fused',
-        # Faster than the paper's CMTB (README, "Performance"): one auxiliary summary per sample
-        # shared by all primaries (selection, mixer and K/V projection once instead of N times)
-        # and cross-attention keys 2x coarser per axis than the self-attention's. Same full-
-        # modality mIoU on the synthetic job (2 seeds). The paper's block: the
-        # `equiseg-paperneck_*` configs (aux_summary='per_primary', cross_sr_ratios=None,
-        # self_attn=True).
+        # The shipped variant of the paper's CMTB (docs/en/architecture.md): one auxiliary
+        # summary per sample shared by all primaries, cross-attention keys 2x coarser per axis
+        # than the self-attention's, and no self-attention step at the two high-resolution
+        # stages. The paper's block: the `equiseg-paperneck_*` configs
+        # (aux_summary='per_primary', cross_sr_ratios=None, self_attn=True).
         aux_summary='shared',
         cross_sr_ratios=[16, 8, 4, 2],
-        # No self-attention step in the blocks of the two high-resolution stages (the branches'
-        # own MiT blocks just attended at those resolutions): 17% of EQUISeg-B0's FLOPs at
-        # 1024 x 1024 (README, "Performance"); full-modality mIoU and subset average within
-        # the seed spread on the synthetic job (3 seeds). No self-attention step at any stage,
-        # with coarser or pooled cross-attention keys, cost about 1 point of full-modality mIoU
-        # there (3 seeds): not shipped.
         self_attn=[False, False, True, True]),
     decode_head=dict(
-        # mmseg's SegformerHead with its fusion convolution applied per stage before the
-        # upsampling: same parameters and outputs, 7.4 instead of 19.0 GFLOPs at 1024 x 1024
-        type='FastSegformerHead',
+        type='SegformerHead',
         in_channels=[32, 64, 160, 256],
         in_index=[0, 1, 2, 3],
         channels=256,

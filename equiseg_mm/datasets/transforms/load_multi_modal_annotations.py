@@ -34,24 +34,8 @@ def _label_lut(reduce_zero_label: bool, label_map: Optional[dict]) -> np.ndarray
 class LoadMultiModalAnnotations(LoadAnnotations):
     """Load a label map, keep its channel 0, map it and check the class ids.
 
-    Reads the file as mmseg's :class:`LoadAnnotations` does (``mmcv.imfrombytes`` with
-    ``flag='unchanged'``; 3- and 4-channel images come in BGR(A) order) and keeps the file's
-    channel 0: R of an RGB PNG, i.e. index 2 of the decoded BGR array, as DeLiVER's reference
-    loader reads it (index 0 of a 2-channel image; single-channel grey or palette labels pass
-    through). Then it applies mmseg's ``reduce_zero_label`` and ``label_map`` to that channel
-    only, through a 256-entry lookup table: the values equal mmseg's element-wise mapping.
-
-    Labels must be 8-bit: mmseg casts the decoded image to uint8, which silently wraps the
-    values of a 16-bit PNG (and pillow truncates 16-bit colour PNGs itself). A PNG whose header
-    gives more than 8 bits per channel, or an image that decodes to another dtype than uint8
-    (or bool, for 1-bit files), raises ``ValueError`` naming the file.
-
-    Every value must then be below ``results['num_classes']`` or equal ``ignore_index``; other
-    values raise ``ValueError`` naming the file, the values and the expected range (usually a
-    wrong ``reduce_zero_label`` or a label file of another dataset).
-
-    Unlabelled data (no ``seg_map_path``, e.g. a dataset built with ``data_prefix=dict()``)
-    raises ``ValueError``: remove this transform from the pipeline of such data.
+    Channel 0 is R of an RGB PNG, as DeLiVER's reference loader reads it. Labels must be 8-bit,
+    and below ``results['num_classes']`` or equal to ``ignore_index`` after mapping.
 
     Required Keys:
 
@@ -67,15 +51,14 @@ class LoadMultiModalAnnotations(LoadAnnotations):
     Args:
         ignore_index (int): The ignored label value. Defaults to 255.
         validate (bool): Check the class-id range. Defaults to True.
-        reduce_zero_label (bool, optional): As in mmseg (deprecated there: set it on the
-            dataset). Defaults to None.
+        reduce_zero_label (bool, optional): As in mmseg (set it on the dataset). Defaults to None.
         backend_args (dict, optional): mmengine file backend arguments. Defaults to None.
         imdecode_backend (str): Decoder of :func:`mmcv.imfrombytes`. Defaults to 'pillow'.
 
     Raises:
         FileNotFoundError: The label file is missing (names the sample and the path).
-        ValueError: No label file is set, the file is unreadable or not 8-bit, it holds
-            out-of-range values, or its ``reduce_zero_label`` differs from this transform's.
+        ValueError: No label file (unlabelled data), an unreadable, non-8-bit or out-of-range
+            file, or a ``reduce_zero_label`` other than the dataset's.
     """
 
     def __init__(self,
@@ -101,7 +84,11 @@ class LoadMultiModalAnnotations(LoadAnnotations):
         seg = self._decode(results, path)
         if seg.ndim == 3:
             seg = seg[..., 2] if seg.shape[2] >= 3 else seg[..., 0]
-        seg = self._to_uint8(seg, results, path)
+        if seg.dtype == np.bool_:  # 1-bit PNGs through pillow
+            seg = seg.astype(np.uint8)  # (not a view: pillow may store True as 255)
+        elif seg.dtype != np.uint8:
+            raise ValueError(f'{sample_desc(results)}: the label file {path} decodes to '
+                             f'{seg.dtype} (values {seg.min()}..{seg.max()}); {_EIGHT_BIT}')
 
         if self.reduce_zero_label is None:
             self.reduce_zero_label = results['reduce_zero_label']
@@ -115,8 +102,17 @@ class LoadMultiModalAnnotations(LoadAnnotations):
         seg = np.ascontiguousarray(seg)
         results['gt_seg_map'] = seg
         results['seg_fields'].append('gt_seg_map')
-        if self.validate and results.get('num_classes') is not None:
-            self._check_range(seg, results, path)
+        if not self.validate or results.get('num_classes') is None:
+            return
+        num_classes = int(results['num_classes'])
+        values = np.flatnonzero(np.bincount(seg.ravel(), minlength=256))  # uint8: fast unique
+        bad = values[(values >= num_classes) & (values != self.ignore_index)]
+        if bad.size:
+            raise ValueError(
+                f'{sample_desc(results)}: the label file {path} holds values '
+                f'{bad.tolist()} after reduce_zero_label={results.get("reduce_zero_label")} '
+                f'and label_map; expected class ids 0..{num_classes - 1} or ignore '
+                f'{self.ignore_index}. Check the label files and reduce_zero_label')
 
     def _decode(self, results: dict, path: str) -> np.ndarray:
         try:
@@ -129,35 +125,14 @@ class LoadMultiModalAnnotations(LoadAnnotations):
             raise ValueError(f'{sample_desc(results)}: the label file {path} is a '
                              f'{content[24]}-bit PNG; {_EIGHT_BIT}')
         try:
-            seg = mmcv.imfrombytes(content, flag='unchanged', backend=self.imdecode_backend)
+            seg, reason = mmcv.imfrombytes(content, flag='unchanged',
+                                           backend=self.imdecode_backend), ''
         except (OSError, SyntaxError, ValueError, cv2.error) as exc:  # PIL/cv2 on corrupt files
-            raise ValueError(f'{sample_desc(results)}: cannot decode the label file {path} '
-                             f'({type(exc).__name__}: {exc}); the file is corrupt or not an '
-                             f'image') from None
+            seg, reason = None, f' ({type(exc).__name__}: {exc})'
         if seg is None:  # cv2 returns None
-            raise ValueError(f'{sample_desc(results)}: cannot decode the label file {path}; the '
-                             f'file is corrupt or not an image')
+            raise ValueError(f'{sample_desc(results)}: cannot decode the label file {path}'
+                             f'{reason}; the file is corrupt or not an image')
         return seg
-
-    @staticmethod
-    def _to_uint8(seg: np.ndarray, results: dict, path: str) -> np.ndarray:
-        if seg.dtype == np.uint8:
-            return seg
-        if seg.dtype == np.bool_:  # 1-bit PNGs through pillow
-            return seg.astype(np.uint8)  # (not a view: pillow may store True as 255)
-        raise ValueError(f'{sample_desc(results)}: the label file {path} decodes to {seg.dtype} '
-                         f'(values {seg.min()}..{seg.max()}); {_EIGHT_BIT}')
-
-    def _check_range(self, seg: np.ndarray, results: dict, path: str) -> None:
-        num_classes = int(results['num_classes'])
-        values = np.flatnonzero(np.bincount(seg.ravel(), minlength=256))  # uint8: fast unique
-        bad = values[(values >= num_classes) & (values != self.ignore_index)]
-        if bad.size:
-            raise ValueError(
-                f'{sample_desc(results)}: the label file {path} holds values '
-                f'{bad.tolist()} after reduce_zero_label={results.get("reduce_zero_label")} '
-                f'and label_map; expected class ids 0..{num_classes - 1} or ignore '
-                f'{self.ignore_index}. Check the label files and reduce_zero_label')
 
     def __repr__(self) -> str:
         return (super().__repr__()[:-1] +

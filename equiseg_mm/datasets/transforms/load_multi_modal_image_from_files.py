@@ -25,32 +25,10 @@ ModalitySource = Union[None, str, os.PathLike, np.ndarray]
 class LoadMultiModalImageFromFiles(BaseTransform):
     """Load all modalities of a sample into one (H, W, sum(C)) array.
 
-    Files are read in the order of ``results['modality_paths']``; the first one sets the size.
-    PNG and other image files are decoded with ``cv2.IMREAD_UNCHANGED`` (8- and 16-bit kept
-    as stored; a 3-channel file comes in BGR order, as mmseg's ``LoadImageFromFile``), so every
-    3-channel modality is stacked in BGR order (RGB, and e.g. HHA, event and lidar images too);
-    the data preprocessor's ``bgr_to_rgb`` flips its ``bgr_modalities``, by default every
-    3-channel one, back to the files' order. ``.npz
-    files give their first array (or ``npz_key``); ``.npy`` files their array; arrays must be
-    (H, W) or (H, W, C). Values are never rescaled: 16-bit and float data keep their range,
-    normalise them with the preprocessor's per-modality mean/std.
-
-    Channels per modality (``channels``, default 3): a 1-channel file is repeated to the
-    requested count, or kept when it is 1; a 4-channel file keeps its first 3 when 3 are
-    requested; a file whose channel count is otherwise different (e.g. a 3-channel file for a
-    1-channel modality) raises ``ValueError``, since silently taking one channel would hide a
-    wrong file or a wrong config.
-
-    Sizes: a modality smaller than the first one with the same aspect ratio (within rounding)
-    is resized to it with nearest neighbour (DeLiVER's low-resolution event case); a larger
-    one or one with another aspect ratio raises ``ValueError``.
-
-    Float data (``.npy``/``.npz`` arrays, float images) must be finite: NaN or Inf values raise
-    ``ValueError`` naming the file and how many values are not finite, since one NaN makes the
-    whole forward pass NaN.
-
-    :meth:`load_modalities` holds these rules; the transform calls it with the sample's files
-    and :func:`~equiseg_mm.apis.inference_multimodal` with files or arrays.
+    Images are decoded unchanged (8/16-bit, BGR), ``.npz`` / ``.npy`` files give an array; values
+    are never rescaled. A 1-channel file is repeated to the modality's ``channels``, a 4-channel
+    one keeps its first 3 when 3 are wanted; a modality smaller than the first one with the same
+    aspect ratio is resized to it (nearest). :meth:`load_modalities` holds these rules.
 
     Required Keys:
 
@@ -59,16 +37,14 @@ class LoadMultiModalImageFromFiles(BaseTransform):
 
     Added Keys:
 
-    - img (np.ndarray): (H, W, sum(C)); uint8 when every file is 8-bit and ``to_float32`` is
-      False, else float32.
+    - img (np.ndarray): (H, W, sum(C)), uint8 or float32 (see :meth:`load_modalities`).
     - img_shape (tuple[int, int])
     - ori_shape (tuple[int, int])
     - modalities (list[str])
     - modality_channels (list[int])
 
     Args:
-        channels (dict[str, int], optional): Channels per modality name; names not given get
-            3. Defaults to None.
+        channels (dict[str, int], optional): Channels per modality (else 3). Defaults to None.
         npz_key (str | dict[str, str], optional): Array to read from ``.npz`` files, for all
             modalities or per modality; None reads the first array. Defaults to None.
         to_float32 (bool): Always return float32. Defaults to False.
@@ -76,8 +52,7 @@ class LoadMultiModalImageFromFiles(BaseTransform):
 
     Raises:
         FileNotFoundError: A modality file is missing (names the sample and the path).
-        ValueError: A file is unreadable, has the wrong channel count, non-finite values, or
-            a size that cannot be reconciled with the first modality's.
+        ValueError: A file is unreadable, has another channel count or size, or NaN/Inf.
     """
 
     def __init__(self,
@@ -99,25 +74,19 @@ class LoadMultiModalImageFromFiles(BaseTransform):
                         sample: str = '',
                         size_from: str = 'first',
                         notify_resize: bool = False) -> Tuple[np.ndarray, List[int]]:
-        """Read, fit and stack modalities with the rules of the class docstring.
+        """Read, fit and stack modalities (the rules of the class docstring).
 
         Args:
-            sources (Mapping[str, str | PathLike | np.ndarray | None]): Modality name -> file,
-                (H, W) / (H, W, C) array (colour in BGR order, as files are read), or None for
-                an absent modality, which gets a zero placeholder of ``channels[name]``
-                channels. Stacked in the mapping's order.
-            sample (str): How errors name the sample, e.g. ``'sample 3 (a/b)'``; '' names
-                none. Defaults to ''.
-            size_from (str): Which present modality sets the size: 'first' (the transform's
-                rule) or 'largest' (the first among equals). Defaults to 'first'.
-            notify_resize (bool): Log a warning naming each modality whose size was changed
-                (inference does; a dataset with a low-resolution modality would repeat it for
-                every sample). Defaults to False.
+            sources (Mapping[str, str | PathLike | np.ndarray | None]): Name -> file, (H, W[, C])
+                array (BGR colour) or None (zeros), in stacking order.
+            sample (str): How errors name the sample. Defaults to ''.
+            size_from (str): Which present modality sets the size: 'first' or 'largest' (the
+                first among equals). Defaults to 'first'.
+            notify_resize (bool): Warn about each resized modality. Defaults to False.
 
         Returns:
-            tuple[np.ndarray, list[int]]: The (H, W, sum(C)) image (uint8 when every present
-            modality is 8-bit and ``to_float32`` is False, else float32) and the channels per
-            modality.
+            tuple[np.ndarray, list[int]]: The (H, W, sum(C)) image, uint8 if every modality is
+            8-bit and not ``to_float32``, else float32, and the channels per modality.
 
         Raises:
             FileNotFoundError: A file is missing.
@@ -174,12 +143,11 @@ class LoadMultiModalImageFromFiles(BaseTransform):
         if path.lower().endswith(_NUMPY_SUFFIXES):
             return self._read_numpy(content, path, name, lead)
         try:
-            array = mmcv.imfrombytes(content, flag='unchanged', backend='cv2')
+            array, reason = mmcv.imfrombytes(content, flag='unchanged', backend='cv2'), ''
         except cv2.error as exc:
-            raise ValueError(f'{lead}cannot decode the {name!r} file {path} ({exc}); the '
-                             f'file is corrupt or not an image') from None
-        if array is None:
-            raise ValueError(f'{lead}cannot decode the {name!r} file {path}; the file is '
+            array, reason = None, f' ({exc})'
+        if array is None:  # cv2 returns None
+            raise ValueError(f'{lead}cannot decode the {name!r} file {path}{reason}; the file is '
                              f'corrupt or not an image')
         return array
 
@@ -257,7 +225,7 @@ class LoadMultiModalImageFromFiles(BaseTransform):
             results (dict): Result dict with ``modality_paths``.
 
         Returns:
-            dict: ``results`` with the added keys listed in the class docstring.
+            dict: ``results`` with the added keys.
         """
         paths = results.get('modality_paths')
         if not paths:

@@ -6,17 +6,12 @@ import numpy as np
 from mmseg.datasets.transforms import PhotoMetricDistortion
 from mmseg.registry import TRANSFORMS
 
-from ...utils.modalities import channel_slices
+from ...utils import ModalitySpec
 
 
 @TRANSFORMS.register_module()
 class MultiModalPhotoMetricDistortion(PhotoMetricDistortion):
-    """Apply :class:`mmseg.datasets.transforms.PhotoMetricDistortion` to one modality only.
-
-    Brightness, contrast, saturation and hue only make sense for a colour camera, so the
-    distortion runs on the RGB modality's channels (stored in BGR order, as mmseg's transform
-    expects) and leaves depth, event, lidar and any other channel untouched. The random draws are
-    mmseg's own (numpy's global generator).
+    """Apply mmseg's :class:`PhotoMetricDistortion`, with its random draws, to one modality only.
 
     Required Keys:
 
@@ -49,10 +44,7 @@ class MultiModalPhotoMetricDistortion(PhotoMetricDistortion):
         self.modality = modality
 
     def transform(self, results: dict) -> dict:
-        """Distort the colour modality's channels of ``results['img']``.
-
-        A non-uint8 stacked image (some modality is 16-bit) has its colour channels rounded and
-        clipped to 0..255 for the distortion, as mmseg's transform works on 8-bit images.
+        """Distort the colour modality's channels (rounded and clipped to uint8 if not uint8).
 
         Args:
             results (dict): Result dict from the multimodal loading transform.
@@ -60,11 +52,9 @@ class MultiModalPhotoMetricDistortion(PhotoMetricDistortion):
         Returns:
             dict: The result dict with the colour channels distorted.
         """
-        modalities = list(results['modalities'])
-        if self.modality not in modalities:
-            raise ValueError(f'MultiModalPhotoMetricDistortion: modality {self.modality!r} is '
-                             f'not in this sample; allowed values are {modalities}')
-        sl = channel_slices(modalities, results['modality_channels'])[self.modality]
+        spec = ModalitySpec(results['modalities'], results['modality_channels'])
+        spec.select(self.modality, 'modality of MultiModalPhotoMetricDistortion')
+        sl = spec.slices[self.modality]
         if sl.stop - sl.start != 3:
             raise ValueError(f'MultiModalPhotoMetricDistortion: modality {self.modality!r} has '
                              f'{sl.stop - sl.start} channels; photometric distortion needs 3')

@@ -7,7 +7,7 @@ from mmcv.transforms import BaseTransform
 
 from mmseg.registry import TRANSFORMS
 
-from ...utils import channel_slices, seed_from
+from ...utils import ModalitySpec, check_names, seed_from
 
 #: Sensor-failure cases of DeLiVER and the modality each one corrupts by default.
 FAILURE_CASES = {
@@ -19,8 +19,7 @@ FAILURE_CASES = {
 }
 
 # Strength per severity level 1..5 (index 0 = level 1). Lengths and radii are fractions of the
-# image width / shorter side, so a severity means the same on a 128-pixel crop and on DeLiVER's
-# 1042-pixel frames.
+# image width / shorter side, so a severity means the same at any image size.
 _BLUR_FRACTION = (0.02, 0.04, 0.06, 0.08, 0.10)
 _OVER_SATURATED = (0.1, 0.3, 0.5, 0.7, 0.9)
 _UNDER_GAIN = (0.4, 0.25, 0.15, 0.08, 0.04)
@@ -29,22 +28,10 @@ _JITTER_FRACTION = (0.01, 0.02, 0.04, 0.06, 0.08)
 _LOWRES_FACTOR = (2, 3, 4, 6, 8)
 
 
-def _check_case(case: str) -> None:
-    if case not in FAILURE_CASES:
-        raise ValueError(f'unknown sensor-failure case {case!r}; allowed values are '
-                         f'{list(FAILURE_CASES)}')
-
-
-def _check_severity(severity: int) -> None:
+def _check(case: str, severity: int) -> None:
+    check_names([case], FAILURE_CASES, 'sensor-failure case')
     if not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
         raise ValueError(f'severity must be an int in 1..5, got {severity!r}')
-
-
-def _to_dtype(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        img = np.clip(np.rint(img), info.min, info.max)
-    return img.astype(dtype)
 
 
 def _motion_blur(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -89,14 +76,6 @@ def _lidar_jitter(img: np.ndarray, severity: int, rng: np.random.Generator) -> n
     return out.reshape(img.shape)
 
 
-def _downsample(img: np.ndarray, severity: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    factor = _LOWRES_FACTOR[severity - 1]
-    small = cv2.resize(img, (max(1, w // factor), max(1, h // factor)),
-                       interpolation=cv2.INTER_AREA)
-    return small.reshape(small.shape[:2] + img.shape[2:])
-
-
 def corrupt_modality(img: np.ndarray,
                      case: str,
                      severity: int = 3,
@@ -104,32 +83,26 @@ def corrupt_modality(img: np.ndarray,
                      keep_size: bool = True) -> np.ndarray:
     """Apply one sensor-failure case to the array of a single modality.
 
-    The strengths per severity are this project's choice (DeLiVER ships the corrupted frames but
-    no parameters); blur lengths and jitter radii scale with the image size.
-
     Args:
         img (np.ndarray): (H, W) or (H, W, C) array of one modality, values in 0..255.
-        case (str): One of ``FAILURE_CASES``: 'motionblur' (linear motion-blur kernel at a random
-            angle), 'overexposure' (a gain that saturates 10/30/50/70/90 % of the pixels at
-            severity 1..5), 'underexposure' (low gain plus sensor noise), 'lidarjitter' (every
-            non-zero pixel, a lidar return, moves by a random offset of up to 1/2/4/6/8 % of the
-            shorter side), 'eventlowres' (area downsampling by 2/3/4/6/8, then nearest
-            upsampling).
-        severity (int): Strength level 1..5. Defaults to 3.
-        rng (np.random.Generator, optional): Source of randomness. Defaults to None
-            (``np.random.default_rng(0)``).
-        keep_size (bool): For 'eventlowres' only: False returns the downsampled array (how
-            DeLiVER stores that case on disk). Defaults to True.
+        case (str): 'motionblur' (linear kernel, random angle), 'overexposure' (a gain that
+            saturates a share of the pixels), 'underexposure' (low gain plus noise), 'lidarjitter'
+            (non-zero pixels move randomly) or 'eventlowres' (downsampled, then upsampled).
+        severity (int): Strength level 1..5 (strengths: this project's choice). Defaults to 3.
+        rng (np.random.Generator, optional): Defaults to None (``np.random.default_rng(0)``).
+        keep_size (bool): False returns 'eventlowres' downsampled. Defaults to True.
 
     Returns:
-        np.ndarray: The corrupted array, with the dtype of ``img`` and, unless ``keep_size`` is
-        False for 'eventlowres', its shape.
+        np.ndarray: The corrupted array, with the dtype and (see ``keep_size``) shape of ``img``.
     """
-    _check_case(case)
-    _check_severity(severity)
+    _check(case, severity)
     rng = np.random.default_rng(0) if rng is None else rng
     if case == 'eventlowres':
-        small = _downsample(img, severity)
+        h, w = img.shape[:2]
+        factor = _LOWRES_FACTOR[severity - 1]
+        small = cv2.resize(img, (max(1, w // factor), max(1, h // factor)),
+                           interpolation=cv2.INTER_AREA)
+        small = small.reshape(small.shape[:2] + img.shape[2:])
         if not keep_size:
             return small.astype(img.dtype)
         out = cv2.resize(small, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -140,25 +113,19 @@ def corrupt_modality(img: np.ndarray,
         'underexposure': _underexposure,
         'lidarjitter': _lidar_jitter,
     }[case]
-    return _to_dtype(fn(img, severity, rng), img.dtype)
-
-
-def _sample_key(results: dict) -> str:
-    if results.get('img_path') is not None:
-        return str(results['img_path'])
-    if results.get('sample_idx') is not None:
-        return f'sample_idx={results["sample_idx"]}'
-    return ''
+    out = fn(img, severity, rng)
+    if np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(img.dtype)
 
 
 @TRANSFORMS.register_module()
 class SimulateSensorFailure(BaseTransform):
     """Corrupt one modality of the stacked image, as in DeLiVER's sensor-failure cases.
 
-    For evaluating robustness on data without baked-in failures. The corruption is deterministic
-    per sample: its random draws come from a generator seeded with ``seed``, the case and the
-    sample's ``img_path`` (``sample_idx`` when there is no path), so every evaluation pass sees the
-    same corruption of the same sample and different samples get different draws.
+    The corruption is deterministic per sample: its draws come from a generator seeded with
+    ``seed``, the case and the sample's ``img_path`` (else ``sample_idx``).
 
     Required Keys:
 
@@ -169,17 +136,15 @@ class SimulateSensorFailure(BaseTransform):
 
     Modified Keys:
 
-    - img (only the channels of the target modality; dtype and shape are kept)
+    - img (only the channels of the target modality)
 
     Added Keys:
 
-    - case (the case name, as the DeLiVER dataset sets it for baked-in failures)
+    - case
 
     Args:
-        case (str): 'motionblur', 'overexposure', 'underexposure', 'lidarjitter' or
-            'eventlowres'.
-        modality (str, optional): Modality to corrupt. Defaults to None: 'rgb' for the first
-            three cases, 'lidar' for 'lidarjitter', 'event' for 'eventlowres'.
+        case (str): One of ``FAILURE_CASES``.
+        modality (str, optional): Modality to corrupt. Defaults to None (``FAILURE_CASES[case]``).
         severity (int): Strength level 1..5, see :func:`corrupt_modality`. Defaults to 3.
         seed (int): Base seed of the per-sample random generator. Defaults to 0.
     """
@@ -189,17 +154,13 @@ class SimulateSensorFailure(BaseTransform):
                  modality: Optional[str] = None,
                  severity: int = 3,
                  seed: int = 0) -> None:
-        _check_case(case)
-        _check_severity(severity)
+        _check(case, severity)
         if modality is not None and not isinstance(modality, str):
             raise ValueError(f'modality must be a modality name (str) or None, got {modality!r}')
         self.case = case
         self.modality = FAILURE_CASES[case] if modality is None else modality
         self.severity = int(severity)
         self.seed = int(seed)
-
-    def _rng(self, results: dict) -> np.random.Generator:
-        return np.random.default_rng([self.seed, seed_from(self.case, _sample_key(results))])
 
     def transform(self, results: dict) -> dict:
         """Corrupt the target modality's channels of ``results['img']``.
@@ -210,15 +171,18 @@ class SimulateSensorFailure(BaseTransform):
         Returns:
             dict: The result dict with the corrupted image and ``case`` set.
         """
-        modalities = list(results['modalities'])
-        if self.modality not in modalities:
-            raise ValueError(f'SimulateSensorFailure(case={self.case!r}) targets modality '
-                             f'{self.modality!r}, which this sample does not have; allowed '
-                             f'values are {modalities}')
-        sl = channel_slices(modalities, results['modality_channels'])[self.modality]
+        spec = ModalitySpec(results['modalities'], results['modality_channels'])
+        spec.select(self.modality, f'modality of SimulateSensorFailure(case={self.case!r})')
+        sl = spec.slices[self.modality]
         img = results['img']
         part = np.ascontiguousarray(img[..., sl])
-        corrupted = corrupt_modality(part, self.case, self.severity, self._rng(results))
+        key = ''
+        if results.get('img_path') is not None:
+            key = str(results['img_path'])
+        elif results.get('sample_idx') is not None:
+            key = f'sample_idx={results["sample_idx"]}'
+        rng = np.random.default_rng([self.seed, seed_from(self.case, key)])
+        corrupted = corrupt_modality(part, self.case, self.severity, rng)
         img = img.copy()
         img[..., sl] = corrupted
         results['img'] = img

@@ -1,23 +1,4 @@
-"""Missing-modality robustness and modality-balance metric.
-
-The robustness figures are those of the sensor-failure benchmark of Liao et al.
-("Benchmarking Multi-modal Semantic Segmentation under Sensor Failures", CVPRW 2025: the EMM
-average and expectation, RMM, NM), which EQUISeg's "robustness score" is read as; the
-per-modality contributions and the balance summary answer EQUISeg's own question, whether every
-modality contributes. :class:`ModalityBalanceMetric` defines each figure.
-
-The metric keeps one small record per sample: a confusion histogram (mmseg's
-``IoUMetric.intersect_and_union``: intersection, union, prediction and label areas per class)
-for every evaluation pass the sample went through, keyed by ``(eval_setting, eval_subset)``
-from the data sample's metainfo, plus the sample's group values (``condition``, ``case``...).
-The passes of one sample are folded into its record by the sample's identity (its ``img_path``
-and ``sample_idx`` metainfo), whatever order or batching they come in, so ``len(self.results)``
-stays the number of samples and mmengine's ``collect_results`` (which cuts the list at the
-dataset size) stays correct, also in distributed runs.
-
-Without the tags (an ordinary mmseg test run with the stock ``TestLoop``) every prediction is
-the clean full set: the metric then reports the plain ``mIoU`` / ``aAcc`` and per-group mIoU.
-"""
+"""Missing-modality robustness (EMM, RMM, NM of Liao et al., CVPRW 2025) and modality balance."""
 import logging
 import math
 import os.path as osp
@@ -32,7 +13,7 @@ from mmengine.logging import MMLogger, print_log
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 
-from ...utils import modality_subsets, subset_name
+from ...utils import check_names, modality_names, modality_subsets, subset_name
 
 __all__ = ['ModalityBalanceMetric']
 
@@ -62,11 +43,6 @@ DEFINITIONS = OrderedDict([
 ])
 
 
-def _fmt(value: float) -> str:
-    """Format a number for a metric key: ``0.25 -> '0.25'``, ``0.1 -> '0.1'``."""
-    return f'{float(value):g}'
-
-
 def _setting_order(setting: str) -> tuple:
     """Sort key of a setting name: EMM, RMM@r, NM@d (by r and d), then any other by name."""
     kind, _, value = setting.partition('@')
@@ -78,72 +54,30 @@ def _setting_order(setting: str) -> tuple:
     return rank, number, setting
 
 
-def _sample_identity(sample: dict) -> Optional[Hashable]:
-    """``(img_path, sample_idx)`` of a data sample, or None when it has neither."""
-    key = (sample.get('img_path'), sample.get('sample_idx'))
-    return None if key == (None, None) else key
-
-
 @METRICS.register_module()
 class ModalityBalanceMetric(BaseMetric):
     """mIoU per modality subset, missing-modality robustness and modality balance.
 
-    Every figure is in percent like mmseg's ``IoUMetric`` (nanmean over classes; a class with
-    neither ground truth nor prediction is NaN and excluded) unless it is a ratio. With N
-    modalities, ``S`` the evaluated non-empty modality subsets and ``k_s`` the number of
-    modalities missing in ``s``:
+    ``DEFINITIONS`` defines the figures (percentages as mmseg's ``IoUMetric``, rounded to 2
+    decimals, ratios to 4): ``mIoU`` / ``aAcc`` (clean full set), ``mIoU/<subset>``,
+    ``EMM_avg``, ``EMM_E@<p>``, with N >= 2 ``delta/<m>``, ``single/<m>`` and
+    ``balance_{min_max,cv,entropy}``; the same under ``<setting>/`` (e.g. ``RMM@0.25``);
+    ``<key>/<value>/mIoU`` per ``group_keys``. A figure is absent when its passes were not run.
 
-    - ``mIoU`` / ``aAcc``: the clean full set; ``mIoU/<subset>`` (e.g. ``mIoU/rgb+depth``) for
-      every other evaluated subset.
-    - ``EMM_avg = (1/|S|) sum_{s in S} mIoU(s)``.
-    - ``EMM_E@p = sum_s w_s mIoU(s) / sum_s w_s`` with ``w_s = p^k_s (1-p)^(N-k_s)``, for every
-      ``p`` in ``expectation_ps``.
-    - ``delta/<m> = mIoU(full) - mIoU(all \\ {m})`` and ``single/<m> = mIoU({m})``.
-    - Balance summary (present when every modality has the figure it needs, N >= 2):
-      ``balance_min_max = min_m single_m / max_m single_m`` (1 = balanced);
-      ``balance_cv = std_m(single_m) / mean_m(single_m)`` (population std; 0 = balanced);
-      ``balance_entropy = -sum_m q_m ln q_m / ln N`` with
-      ``q_m = max(delta_m, 0) / sum_j max(delta_j, 0)`` (1 = every modality's removal costs
-      the same, 0 = only one modality matters; absent when no removal costs anything).
-    - Other settings, e.g. ``RMM@0.25`` or ``NM@0.05``, give ``<setting>/mIoU``,
-      ``<setting>/aAcc``, ``<setting>/mIoU/<subset>``, ``<setting>/EMM_avg`` and
-      ``<setting>/EMM_E@p`` from their own passes. A setting without its own full pass (the
-      RMM passes of the test loop) uses the EMM full set in its averages: with nothing missing
-      the two are the same pass. Contributions and balance are EMM figures only.
-    - ``<key>/<value>/mIoU`` for every key of ``group_keys`` present in the samples' metainfo,
-      over the clean full set (e.g. ``condition/night/mIoU``, ``case/motionblur/mIoU``).
-
-    Figures that need missing-modality passes are absent when only the full set was evaluated,
-    so the metric also works as a plain metric in an ordinary mmseg test run.
-
-    The passes of a sample are matched by the sample's identity, the ``img_path`` and
-    ``sample_idx`` of its metainfo (mmseg datasets set both), not by the order or batching in
-    which :meth:`process` sees them: any order gives the same figures. A sample whose identity
-    comes again with a pass its record already has is counted as a new sample (a dataset that
-    lists a frame twice). A sample with neither key can only be evaluated on the clean full set
-    (``eval_setting`` EMM, ``eval_subset`` full); each such prediction is a sample. Percentages are
-    rounded to 2 decimals (as mmseg), ratios to 4; every figure is computed from unrounded
-    values. With ``out_dir`` set and ``report=True``, ``compute_metrics`` also writes
-    ``robustness_report.{json,md,png}`` there
-    (:func:`~equiseg_mm.visualization.write_robustness_report`).
+    :meth:`process` keeps one confusion histogram per sample (``img_path``, ``sample_idx``) and
+    pass; with ``out_dir``, ``robustness_report.{json,md,png}`` is written there.
 
     Args:
-        modalities (Sequence[str], optional): Modality names in stacking order. If None they are
-            read from ``dataset_meta['modalities']``, else from the data samples' ``modalities``
-            metainfo, else from the subset names seen. Defaults to None.
+        modalities (Sequence[str], optional): Modality names in stacking order. Defaults to
+            None: those of ``dataset_meta``, else of the samples, else of the subsets seen.
         ignore_index (int): Label ignored in evaluation. Defaults to 255.
-        expectation_ps (Sequence[float]): Missing probabilities p of the EMM expectation, each
-            in (0, 1). Defaults to (0.2, 0.1, 0.05).
-        group_keys (Sequence[str]): Metainfo keys to report per-group mIoU for (when present).
-            Defaults to ('condition', 'case').
-        out_dir (str, optional): Folder for the report files. The test loop sets it to the
-            run's log dir when it is None. Defaults to None.
-        report (bool): Whether to write the report files when ``out_dir`` is known.
-            Defaults to True.
+        expectation_ps (Sequence[float]): Each p of ``EMM_E@p``. Defaults to (0.2, 0.1, 0.05).
+        group_keys (Sequence[str]): Keys of per-group mIoU. Defaults to ('condition', 'case').
+        out_dir (str, optional): Folder of the report files. Defaults to None.
+        report (bool): Whether to write the report files. Defaults to True.
         collect_device (str): Device used to collect results across ranks. Defaults to 'cpu'.
         prefix (str, optional): Prefix of the metric names. Defaults to None, i.e. 'mm'.
-        collect_dir (str, optional): Folder used to collect results across ranks on cpu.
-            Defaults to None.
+        collect_dir (str, optional): Folder to collect results across ranks. Defaults to None.
     """
 
     default_prefix: Optional[str] = 'mm'
@@ -163,18 +97,13 @@ class ModalityBalanceMetric(BaseMetric):
             if isinstance(modalities, str) or not all(isinstance(m, str) for m in modalities):
                 raise TypeError(f'modalities must be a list of names such as [\'rgb\', '
                                 f'\'depth\'] or None, got {modalities!r}')
-            if len(modalities) == 0 or len(set(modalities)) != len(modalities):
-                raise ValueError(f'modalities must be non-empty and unique, got '
-                                 f'{list(modalities)}')
-            modalities = list(modalities)
+            modalities = list(modality_names(modalities))
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
             raise TypeError(f'ignore_index must be an int, got {ignore_index!r}')
-        ps = []
-        for p in expectation_ps:
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1:
-                raise ValueError(f'expectation_ps must hold probabilities in (0, 1), got '
-                                 f'{list(expectation_ps)}')
-            ps.append(float(p))
+        if any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1
+               for p in expectation_ps):
+            raise ValueError(f'expectation_ps must hold probabilities in (0, 1), got '
+                             f'{list(expectation_ps)}')
         if isinstance(group_keys, str) or not all(isinstance(k, str) for k in group_keys):
             raise TypeError(f'group_keys must be a list of metainfo keys such as '
                             f'[\'condition\', \'case\'], got {group_keys!r}')
@@ -184,7 +113,7 @@ class ModalityBalanceMetric(BaseMetric):
             raise TypeError(f'report must be True or False, got {report!r}')
         self.modalities = modalities
         self.ignore_index = ignore_index
-        self.expectation_ps = tuple(ps)
+        self.expectation_ps = tuple(float(p) for p in expectation_ps)
         self.group_keys = tuple(group_keys)
         self.out_dir = out_dir
         self.report = report
@@ -192,7 +121,6 @@ class ModalityBalanceMetric(BaseMetric):
         # sample identity -> its records in self.results (more than one for a repeated sample)
         self._records: Dict[Hashable, List[dict]] = {}
 
-    # ------------------------------------------------------------------ process
     def _known_modalities(self) -> Optional[List[str]]:
         """The modalities from the argument, the dataset metainfo or the samples, if any."""
         if self.modalities is not None:
@@ -211,11 +139,10 @@ class ModalityBalanceMetric(BaseMetric):
         if mods is None:
             return name
         parts = [p for p in name.split('+') if p]
-        unknown = [p for p in parts if p not in mods]
-        if unknown or not parts or len(set(parts)) != len(parts):
-            raise ValueError(f'eval_subset {name!r} names unknown or repeated modalities '
-                             f'{unknown}; allowed values are {list(mods)} joined by \'+\', '
-                             f'or \'{FULL}\'')
+        check_names(parts, mods, f'modality in eval_subset {name!r}')
+        if not parts or len(set(parts)) != len(parts):
+            raise ValueError(f'eval_subset {name!r} must name each modality at most once, '
+                             f'joined by \'+\', or be \'{FULL}\'')
         if set(parts) == set(mods):
             return FULL
         return subset_name([m for m in mods if m in parts])
@@ -223,20 +150,14 @@ class ModalityBalanceMetric(BaseMetric):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Keep one confusion histogram per sample and evaluation pass.
 
-        Each prediction goes into the record of its sample, found by the sample's ``img_path``
-        and ``sample_idx``: one record per sample, whatever order or batching the passes come
-        in.
-
         Args:
             data_batch (Any): A batch of data from the dataloader (not used).
-            data_samples (Sequence[dict]): The model outputs, as dicts, with ``pred_sem_seg``,
-                ``gt_sem_seg``, ``img_path`` and/or ``sample_idx``, and optionally
-                ``eval_setting`` / ``eval_subset`` and the group keys in their metainfo.
+            data_samples (Sequence[dict]): The model outputs, as dicts: ``pred_sem_seg``,
+                ``gt_sem_seg``, ``img_path`` / ``sample_idx``, ``eval_setting``, ``eval_subset``.
 
         Raises:
-            ValueError: ``dataset_meta`` has no classes, a subset tag names an unknown modality,
-                or a prediction of a pass other than the clean full set has neither
-                ``img_path`` nor ``sample_idx``.
+            ValueError: ``dataset_meta`` has no classes, a subset names an unknown modality, or
+                a sample of a missing-modality pass has neither ``img_path`` nor ``sample_idx``.
         """
         if not self.dataset_meta or 'classes' not in self.dataset_meta:
             raise ValueError('ModalityBalanceMetric needs dataset_meta with \'classes\'; '
@@ -247,7 +168,8 @@ class ModalityBalanceMetric(BaseMetric):
                 self._sample_modalities = list(sample['modalities'])
             key = (str(sample.get('eval_setting', EMM)),
                    self._canonical_subset(sample.get('eval_subset', FULL)))
-            identity = _sample_identity(sample)
+            identity = (sample.get('img_path'), sample.get('sample_idx'))
+            identity = None if identity == (None, None) else identity
             if identity is None and key != (EMM, FULL):
                 raise ValueError(
                     f'ModalityBalanceMetric matches the passes of a sample by its img_path or '
@@ -277,7 +199,6 @@ class ModalityBalanceMetric(BaseMetric):
         self._records = {}
         return super().evaluate(size)
 
-    # ---------------------------------------------------------------- compute
     @staticmethod
     def _scores(hist: np.ndarray) -> Tuple[float, float, np.ndarray]:
         """(mIoU %, aAcc %, per-class IoU %) of summed areas, with mmseg's conventions."""
@@ -289,17 +210,6 @@ class ModalityBalanceMetric(BaseMetric):
             miou = float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float('nan')
         return miou, float(ret['aAcc']) * 100, iou
 
-    def _resolve_modalities(self, subset_names: Sequence[str]) -> List[str]:
-        """Known modalities, or those named by the evaluated subsets in order of appearance."""
-        mods = self._known_modalities()
-        if mods is not None:
-            return list(mods)
-        out: List[str] = []
-        for name in subset_names:
-            if name != FULL:
-                out += [p for p in name.split('+') if p and p not in out]
-        return out
-
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Compute every figure from the per-sample histograms.
 
@@ -307,7 +217,7 @@ class ModalityBalanceMetric(BaseMetric):
             results (list): The per-sample records of every rank.
 
         Returns:
-            dict[str, float]: The figures, named as in the class docstring.
+            dict[str, float]: The figures of the class docstring.
         """
         classes = list(self.dataset_meta['classes'])
         totals: Dict[Tuple[str, str], np.ndarray] = OrderedDict()
@@ -325,7 +235,12 @@ class ModalityBalanceMetric(BaseMetric):
                         group_counts[gkey] = group_counts.get(gkey, 0) + 1
 
         settings = sorted({setting for setting, _ in totals}, key=_setting_order)
-        mods = self._resolve_modalities([s for _, s in totals])
+        mods = self._known_modalities()
+        if mods is None:  # those named by the evaluated subsets, in order of appearance
+            mods = []
+            for _, s in totals:
+                mods += [p for p in s.split('+') if s != FULL and p and p not in mods]
+        mods = list(mods)
         n = len(mods)
         order = {FULL: -1}
         order.update({subset_name(s): i for i, s in enumerate(modality_subsets(mods))
@@ -357,33 +272,29 @@ class ModalityBalanceMetric(BaseMetric):
                 miou_of[FULL] = scores[(EMM, FULL)][0]  # RMM: no own full pass (same pass)
             if not any(s != FULL for s in miou_of):
                 continue
-            names = [s for s in miou_of]
-            values = np.array([miou_of[s] for s in names])
-            if len(names) < 2 ** n - 1:
-                warn.append(f'{setting}: EMM figures over {len(names)} of {2 ** n - 1} subsets')
+            values = np.array(list(miou_of.values()))
+            if len(miou_of) < 2 ** n - 1:
+                warn.append(f'{setting}: EMM figures over {len(miou_of)} of {2 ** n - 1} subsets')
             metrics[f'{pre}EMM_avg'] = float(np.mean(values))
-            missing = np.array([0 if s == FULL else n - len(s.split('+')) for s in names])
+            missing = np.array([0 if s == FULL else n - len(s.split('+')) for s in miou_of])
             for p in self.expectation_ps:
                 w = p ** missing * (1 - p) ** (n - missing)
-                metrics[f'{pre}EMM_E@{_fmt(p)}'] = float(np.sum(w * values) / np.sum(w))
+                metrics[f'{pre}EMM_E@{p:g}'] = float(np.sum(w * values) / np.sum(w))
             if setting == EMM and n >= 2:
                 metrics.update(self._contributions(miou_of, mods))
 
-        group_totals = OrderedDict(sorted(
-            group_totals.items(), key=lambda kv: (self.group_keys.index(kv[0][0]), kv[0][1])))
-        for (gk, gv), hist in group_totals.items():
-            metrics[f'{gk}/{gv}/mIoU'] = self._scores(hist)[0]
+        groups = OrderedDict()
+        for (gk, gv), hist in sorted(group_totals.items(),
+                                     key=lambda kv: (self.group_keys.index(kv[0][0]), kv[0][1])):
+            miou, aacc, _ = self._scores(hist)
+            metrics[f'{gk}/{gv}/mIoU'] = miou
+            groups.setdefault(gk, OrderedDict())[gv] = dict(
+                mIoU=round(miou, 2), aAcc=round(aacc, 2), num_samples=group_counts[(gk, gv)])
 
         out = OrderedDict()
         for key, value in metrics.items():
             digits = 4 if key.startswith('balance_') else 2
             out[key] = float('nan') if math.isnan(value) else round(float(value), digits)
-
-        groups = OrderedDict()
-        for (gk, gv), hist in group_totals.items():
-            miou, aacc, _ = self._scores(hist)
-            groups.setdefault(gk, OrderedDict())[gv] = dict(
-                mIoU=round(miou, 2), aAcc=round(aacc, 2), num_samples=group_counts[(gk, gv)])
         summary = dict(modalities=mods, classes=classes, figures=dict(out), settings=details,
                        groups=groups, definitions=dict(DEFINITIONS))
         self._log(summary, warn)
@@ -398,16 +309,14 @@ class ModalityBalanceMetric(BaseMetric):
     def _contributions(miou_of: Dict[str, float], mods: List[str]) -> Dict[str, float]:
         """delta/<m>, single/<m> and the balance summary (see the class docstring)."""
         out: Dict[str, float] = OrderedDict()
-        deltas, singles = {}, {}
+        deltas = {}
         for m in mods:
             rest = subset_name([x for x in mods if x != m])
             if FULL in miou_of and rest in miou_of:
                 deltas[m] = miou_of[FULL] - miou_of[rest]
                 out[f'delta/{m}'] = deltas[m]
-        for m in mods:
-            if m in miou_of:
-                singles[m] = miou_of[m]
-                out[f'single/{m}'] = singles[m]
+        singles = {m: miou_of[m] for m in mods if m in miou_of}
+        out.update((f'single/{m}', v) for m, v in singles.items())
         n = len(mods)
         if len(singles) == n:
             s = np.array([singles[m] for m in mods])
@@ -444,8 +353,7 @@ class ModalityBalanceMetric(BaseMetric):
             fig = PrettyTable()
             fig.field_names = ['figure', 'value']
             fig.align['figure'] = 'l'
-            for k, v in rest.items():
-                fig.add_row([k, v])
+            fig.add_rows([[k, v] for k, v in rest.items()])
             print_log('robustness and balance figures:\n' + fig.get_string(), logger)
         for line in warn:
             print_log(line, logger, level=logging.WARNING)

@@ -1,4 +1,3 @@
-from ..utils import use_fast_attention
 from .multi_modal_mit import MultiModalMiT, convert_segformer_mit_keys
 
-__all__ = ['MultiModalMiT', 'convert_segformer_mit_keys', 'use_fast_attention']
+__all__ = ['MultiModalMiT', 'convert_segformer_mit_keys']

@@ -4,14 +4,14 @@ Besides :class:`MultiModalMiT`, this file holds :func:`convert_segformer_mit_key
 SegFormer ``mit_b*.pth`` key names -> mmseg's), which
 ``tools/model_converters/convert_mit_checkpoint.py`` uses.
 """
-import contextlib
 import copy
 import importlib
 import logging
+import os.path as osp
 import re
 import warnings
 from collections import OrderedDict
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -24,7 +24,7 @@ from torch import Tensor
 from mmseg.models.backbones.mit import MixVisionTransformer
 from mmseg.registry import MODELS
 from ...utils import channel_slices
-from ..utils import stack_channels_last, use_channels_last, use_fast_attention
+from ...utils.checkpoint import load_checkpoint_file
 
 _SEGFORMER_PATCH_EMBED = re.compile(r'^patch_embed(\d+)\.(proj|norm)\.(.+)$')
 _SEGFORMER_BLOCK = re.compile(r'^block(\d+)\.(\d+)\.(.+)$')
@@ -362,13 +362,6 @@ class MultiModalMiT(BaseModule):
             smaller than the window), ResNet with ``out_indices=(0, 1, 2, 3)``. A Pretrained
             ``init_cfg`` or a ``pretrained`` path in it is handled as described above.
             Defaults to None (MiT).
-        fast_attention (bool): Run the branches' attention with ``need_weights=False`` (see
-            :func:`~equiseg_mm.models.utils.use_fast_attention`); same outputs, much faster on
-            CPU. Defaults to True.
-        fast_layout (bool): Run the MiT branches on regular channels-last maps (see
-            :func:`~equiseg_mm.models.utils.use_channels_last`) and stack their outputs in
-            channels-last memory; same outputs, about 1.5x faster branches at batch 1 on CPU.
-            Defaults to True.
         pretrained (str, optional): Checkpoint path, the same as
             ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``. Defaults to None.
         init_cfg (dict, optional): Initialisation config; ``type='Pretrained'`` is handled as
@@ -395,8 +388,6 @@ class MultiModalMiT(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  with_cp: bool = False,
                  branch: Optional[dict] = None,
-                 fast_attention: bool = True,
-                 fast_layout: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if pretrained is not None:
@@ -418,16 +409,12 @@ class MultiModalMiT(BaseModule):
             raise ValueError(f'in_channels must be an int or one int per modality, '
                              f'got {in_channels!r}')
         self._slices = channel_slices(self.modalities, in_channels)  # validates counts and names
-        self._branch_cache: Optional[dict] = None
         self.in_channels = [int(c) for c in in_channels]
         if branch is not None and not isinstance(branch, Mapping):
             raise ValueError(f'branch must be None (MiT) or a backbone config dict, got {branch!r}')
         if branch is not None and 'type' not in branch:
             raise ValueError("branch must name a registered backbone with 'type', "
                              f'got {dict(branch)!r}')
-        for flag, value in (('fast_attention', fast_attention), ('fast_layout', fast_layout)):
-            if not isinstance(value, bool):
-                raise ValueError(f'{flag} must be True or False, got {value!r}')
         _pretrained_from_cfg(init_cfg, 'init_cfg')  # rejects a Pretrained entry in a list
         if branch is None:
             lengths = {k: len(v) for k, v in dict(
@@ -442,8 +429,6 @@ class MultiModalMiT(BaseModule):
         self.branch_cfg = copy.deepcopy(dict(branch)) if branch is not None else None
         if self.branch_cfg is not None:
             self._take_branch_pretrained(self.branch_cfg)
-        self.fast_attention = fast_attention
-        self.fast_layout = fast_layout
 
         self.branches = ModuleList()
         for channels in self.in_channels:
@@ -460,10 +445,6 @@ class MultiModalMiT(BaseModule):
                 cfg = copy.deepcopy(self.branch_cfg)
                 cfg['in_channels'] = channels
                 self.branches.append(_build_branch(cfg))
-        if fast_attention:
-            use_fast_attention(self.branches)
-        if fast_layout:
-            use_channels_last(self.branches)
 
     @property
     def num_modalities(self) -> int:
@@ -512,8 +493,9 @@ class MultiModalMiT(BaseModule):
         finally:
             self.init_cfg = cfg
         path = cfg['checkpoint']
-        checkpoint = CheckpointLoader.load_checkpoint(
-            path, map_location=cfg.get('map_location', 'cpu'), logger='current')
+        map_location = cfg.get('map_location', 'cpu')
+        checkpoint = load_checkpoint_file(path, map_location) if osp.isfile(path) else \
+            CheckpointLoader.load_checkpoint(path, map_location=map_location, logger='current')
         kind = _public_name(self.branches[0])
         try:
             state_dict = _extract_backbone_state_dict(
@@ -550,6 +532,9 @@ class MultiModalMiT(BaseModule):
             print_log(msg, logger='current', level=logging.WARNING)
         self._is_init = True
 
+    #: stacks the branch outputs of a stage (the fast path stores them channels-innermost)
+    stack = staticmethod(torch.stack)
+
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Encode each modality with its own branch.
 
@@ -558,8 +543,7 @@ class MultiModalMiT(BaseModule):
 
         Returns:
             tuple[Tensor]: One tensor per output stage, shape (B, N, C_i, H_i, W_i), the
-            modalities in ``modalities`` order; with ``fast_layout`` their memory is ordered
-            (B, N, H_i, W_i, C_i) (a permuted view).
+            modalities in ``modalities`` order.
         """
         if x.dim() != 4 or x.shape[1] != sum(self.in_channels):
             raise ValueError(
@@ -567,35 +551,8 @@ class MultiModalMiT(BaseModule):
                 f'{self.modalities} with channels {self.in_channels}, got {tuple(x.shape)}')
         per_branch = [self._branch_maps(n, branch, x[:, self._slices[name]])
                       for n, (name, branch) in enumerate(zip(self.modalities, self.branches))]
-        stack = stack_channels_last if self.fast_layout else torch.stack
-        return tuple(stack([outs[i] for outs in per_branch], dim=1)
+        return tuple(self.stack([outs[i] for outs in per_branch], dim=1)
                      for i in range(len(per_branch[0])))
-
-    @contextlib.contextmanager
-    def reuse_branch_outputs(self, max_zero_shapes: int = 4) -> Iterator[dict]:
-        """Within this context, an inference pass reuses a branch's output when the branch sees
-        the same input as in an earlier pass: an all-zero input (a missing modality) or the same
-        tensor values as its previous input.
-
-        The missing-modality evaluation runs every modality subset on the same batch; the
-        branches are independent, so each branch only needs two runs per batch (its real input
-        and zeros) instead of one per subset. Results are bit-identical: the same computation
-        on the same values. Only active in eval mode without gradients. Public API:
-        :class:`~equiseg_mm.engine.MissingModalityTestLoop` runs its test in this context when
-        the model's backbone is a ``MultiModalMiT`` (its ``reuse_branch_outputs`` argument).
-
-        Args:
-            max_zero_shapes (int): How many input shapes of zero-input outputs to keep.
-                Defaults to 4.
-
-        Yields:
-            dict: The cache; its ``hits`` counts the branch runs saved so far.
-        """
-        self._branch_cache = dict(zero={}, last={}, max_zero_shapes=max_zero_shapes, hits=0)
-        try:
-            yield self._branch_cache
-        finally:
-            self._branch_cache = None
 
     def _branch_maps(self, index: int, branch: nn.Module, x: Tensor) -> Sequence[Tensor]:
         """A branch's outputs as a sequence of (B, C, H, W) maps (a single tensor is one stage).
@@ -603,7 +560,7 @@ class MultiModalMiT(BaseModule):
         Raises:
             ValueError: If an output is not a 4-D map (e.g. pooled features).
         """
-        outs = self._run_branch(index, branch, x)
+        outs = branch(x)
         if isinstance(outs, Tensor):
             outs = (outs, )
         if not isinstance(outs, Sequence) or not outs or not all(
@@ -614,28 +571,4 @@ class MultiModalMiT(BaseModule):
                 f'branch {self.modalities[index]!r} ({_public_name(branch)}) must return '
                 f'(B, C, H, W) maps per stage, got {got} (mmpretrain ConvNeXt needs '
                 'gap_before_final_norm=False; select stages with out_indices)')
-        return outs
-
-    def _run_branch(self, index: int, branch: nn.Module, x: Tensor):
-        cache = self._branch_cache
-        if cache is None or self.training or torch.is_grad_enabled():
-            outs = branch(x)
-            if torch.is_grad_enabled():
-                outs = _stop_absent_gradients(x, (outs, ) if isinstance(outs, Tensor) else outs)
-            return outs
-        if not x.any():
-            key = (index, tuple(x.shape), x.dtype, x.device)
-            if key not in cache['zero']:
-                if len(cache['zero']) >= cache['max_zero_shapes'] * len(self.branches):
-                    cache['zero'].clear()
-                cache['zero'][key] = branch(x)
-            else:
-                cache['hits'] += 1
-            return cache['zero'][key]
-        last = cache['last'].get(index)
-        if last is not None and last[0].shape == x.shape and torch.equal(last[0], x):
-            cache['hits'] += 1
-            return last[1]
-        out = branch(x)
-        cache['last'][index] = (x, out)
-        return out
+        return _stop_absent_gradients(x, outs) if torch.is_grad_enabled() else outs

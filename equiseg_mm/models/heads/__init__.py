@@ -1,4 +1,3 @@
-from .fast_segformer_head import FastSegformerHead
 from .sgm_head import SGMHead
 
-__all__ = ['FastSegformerHead', 'SGMHead']
+__all__ = ['SGMHead']

@@ -16,59 +16,33 @@ _PAIRINGS = ('derangement', 'permutation')
 class SGMHead(BaseDecodeHead):
     """Self-Guided Module: modalities teach each other through class-prototype relations.
 
-    Input contract: the neck's (or backbone's) output tuple whose entries at ``in_index`` are
-    per-modality stacks (B, N, C, h, w), modalities in the same order in every entry. By default
-    the head reads the last ``len(in_channels)`` entries: a neck that returns S fused maps and
-    then S stacks (:class:`~equiseg_mm.models.necks.CMTBNeck`'s "Output contract") feeds it
-    without naming indices, and so does a bare :class:`~equiseg_mm.models.backbones.MultiModalMiT`
-    (its outputs are stacks). An entry that is ``None`` (a neck in eval mode produces no stacks)
-    is an error that names the index.
-
-    Per used stage and per modality m,
-    class prototypes come from masked average pooling of the feature f^m (B, C, h, w) with the
-    ground truth resized (nearest) to (h, w), over the whole batch, ignore index and labels
-    outside [0, num_classes) excluded, for the K classes present at that size:
-    p^m_c = sum_j f^m_j 1[y_j = c] / sum_j 1[y_j = c].
-
-    Each call draws one pairing pi (student m is taught by teacher pi(m)) shared by all stages.
-    With P^m the L2-normalised prototypes, t = P^{pi(m)} detached, and tau the temperature::
+    The inputs at ``in_index`` are per-modality stacks (B, N, C, h, w). Per stage and modality
+    m, the prototype of each of the K classes present is the average of f^m over the batch's
+    pixels of that class (ground truth resized with nearest). Each call draws one pairing pi
+    (student m, teacher pi(m)) for all stages; with P^m the L2-normalised prototypes and
+    t = P^{pi(m)} detached::
 
         q_c   = softmax_j(<t_c, t_j> / tau)           (teacher's relation of class c to all)
         r_c   = softmax_j(<P^m_c, t_j> / tau)         (student's class c against the same anchors)
         L_sgm = loss_weight * 1/S sum_stages 1/N sum_m 1/K sum_c KL(q_c || r_c)
 
-    The loss is 0 when student and teacher features are equal (q = r), for a stage with fewer
-    than two present classes (K = 1: trivially, K = 0: no term), and with N = 1 (no other
-    modality can teach; documented degenerate case). Using cosine similarities and the
-    teacher's prototypes as the common anchors is a paper-silent choice.
-
-    The head has no parameters (``conv_seg`` is removed, so DDP sees no unused ones) and adds
-    nothing at inference: mmseg's ``EncoderDecoder`` only calls an auxiliary head in ``loss``.
+    The loss is 0 for equal features, fewer than two present classes, and N = 1. Cosine
+    similarities and teacher prototypes as anchors are a paper-silent choice.
 
     Args:
-        in_channels (Sequence[int]): Channels of the used inputs. Defaults to
-            (32, 64, 160, 256) (MiT-B0).
-        in_index (Sequence[int], optional): Which inputs (from the neck) to use, one per entry
-            of ``in_channels``; each must be a per-modality stack (B, N, C, h, w). Defaults to
-            None: the last ``len(in_channels)`` entries (-S, ..., -1; the stacks of a neck
-            that follows the contract above).
+        in_channels (Sequence[int]): Channels of the used inputs. Defaults to (32, 64, 160, 256).
+        in_index (Sequence[int], optional): Inputs to use, one per channel count. Defaults to
+            None: the last ``len(in_channels)``.
         num_classes (int): Number of classes.
-        temperature (float): Softmax temperature tau of the similarity distributions.
-            Defaults to 0.1 (paper silent; cosine similarities in [-1, 1] become logits in
-            [-10, 10]).
+        temperature (float): Softmax temperature tau. Defaults to 0.1 (paper silent).
         loss_weight (float): Weight of the loss. Defaults to 1.0.
-        pairing (str): 'derangement' (a random permutation without fixed points, so every
-            student has another modality as teacher) or 'permutation' (fixed points allowed;
-            a self-taught modality contributes 0). Defaults to 'derangement'.
-        seed (int, optional): None draws pairings from torch's global RNG; an int uses a
-            private generator, so the sequence of pairings is reproducible yet changes across
-            iterations. Defaults to None.
+        pairing (str): 'derangement' (no self-teacher) or 'permutation'. Defaults to 'derangement'.
+        seed (int, optional): Seed of a private pairing generator (None: torch's global one).
+            Defaults to None.
         ignore_index (int): Label ignored when pooling. Defaults to 255.
-        loss_name (str): Name of the loss key; must start with ``loss_``. Defaults to
-            'loss_sgm'.
+        loss_name (str): Loss key; must start with ``loss_``. Defaults to 'loss_sgm'.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
-        **kwargs: Further :class:`BaseDecodeHead` arguments (accepted for config
-            compatibility; the head has no layers they would affect).
+        **kwargs: Further :class:`BaseDecodeHead` arguments.
     """
 
     def __init__(self,
@@ -119,13 +93,10 @@ class SGMHead(BaseDecodeHead):
         self.last_pairing: Optional[Tuple[int, ...]] = None
 
     def rng_state_dict(self) -> dict:
-        """The state of the private pairing generator, so that a resumed run draws the pairings
-        the uninterrupted run would have (saved in checkpoints by
-        :class:`~equiseg_mm.engine.RNGStateHook`).
+        """The private pairing generator's state, for ``RNGStateHook``.
 
         Returns:
-            dict: ``generator`` (a byte tensor) with ``seed`` set; empty with ``seed=None``
-            (the pairings then come from torch's global generator, which the hook saves).
+            dict: ``generator`` (a byte tensor), or nothing with ``seed=None``.
         """
         return {} if self._generator is None else {'generator': self._generator.get_state()}
 
@@ -151,7 +122,7 @@ class SGMHead(BaseDecodeHead):
                 return perm
 
     def forward(self, inputs: Sequence[Tensor]) -> List[Tensor]:
-        """Select the per-modality stacks the loss uses (no computation of its own).
+        """Select the per-modality stacks the loss uses.
 
         Args:
             inputs (Sequence[Tensor | None]): The neck outputs.
@@ -160,8 +131,7 @@ class SGMHead(BaseDecodeHead):
             list[Tensor]: The inputs at ``in_index``, each (B, N, C, h, w).
 
         Raises:
-            ValueError: If an index is out of range, or the entry there is ``None`` or not a
-                stack with ``in_channels`` channels (the message names the index).
+            ValueError: An index is out of range or its entry is not a (B, N, C, h, w) stack.
         """
         if not all(-len(inputs) <= i < len(inputs) for i in self.in_index):
             raise ValueError(f'SGMHead reads neck outputs {list(self.in_index)} but got '
@@ -171,26 +141,11 @@ class SGMHead(BaseDecodeHead):
             if f is None:
                 raise ValueError(
                     f'SGMHead input {i} is None: the neck produced no per-modality stacks '
-                    "(CMTBNeck produces them in training mode, in eval mode only with "
-                    "stacks_in_eval=True, never with per_modality_out='none')")
+                    '(CMTBNeck produces them in training mode only)')
             if f.dim() != 5 or f.shape[2] != c:
                 raise ValueError(f'SGMHead input {i} must be a per-modality stack '
                                  f'(B, N, C={c}, h, w), got {tuple(f.shape)}')
         return feats
-
-    def loss(self, inputs: Tuple[Tensor], batch_data_samples: SampleList,
-             train_cfg: ConfigType) -> dict:
-        """Compute the SGM loss.
-
-        Args:
-            inputs (tuple[Tensor]): The neck outputs.
-            batch_data_samples (list[SegDataSample]): Samples with ``gt_sem_seg``.
-            train_cfg (dict): The training config (unused).
-
-        Returns:
-            dict[str, Tensor]: ``{loss_name: loss}``.
-        """
-        return self.loss_by_feat(self.forward(inputs), batch_data_samples)
 
     def predict(self, inputs: Tuple[Tensor], batch_img_metas: List[dict],
                 test_cfg: ConfigType) -> Tensor:
@@ -212,7 +167,7 @@ class SGMHead(BaseDecodeHead):
         return sums / counts[present].view(1, -1, 1)
 
     def loss_by_feat(self, feats: List[Tensor], batch_data_samples: SampleList) -> dict:
-        """The SGM loss from the selected per-modality stacks (formula in the class docs).
+        """The SGM loss of the selected per-modality stacks.
 
         Args:
             feats (list[Tensor]): Per used stage, (B, N, C, h, w).
@@ -227,11 +182,9 @@ class SGMHead(BaseDecodeHead):
         self.last_pairing = tuple(pairing)
         teacher = torch.tensor(pairing, device=feats[0].device)
         total = feats[0].new_zeros((), dtype=torch.float32)
-        # fp32 even under AMP: per-class sums over tens of thousands of pixels overflow fp16
+        # fp32 even under AMP: per-class sums over many pixels overflow fp16
         with torch.autocast(device_type=feats[0].device.type, enabled=False):
-            for feat in feats:
-                if n == 1:
-                    break
+            for feat in feats if n > 1 else []:  # one modality: nothing to teach
                 total = total + self._stage_loss(feat, gt, teacher)
         return {self.loss_name: total * (self.loss_weight / len(feats))}
 

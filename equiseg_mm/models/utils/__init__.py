@@ -1,7 +1,3 @@
-from .fast_mit import (nlc_to_nchw_cl, stack_channels_last, to_channels_last, use_channels_last,
-                       use_fast_attention)
+from .fast_path import enable_fast_path, reuse_branch_outputs
 
-__all__ = [
-    'nlc_to_nchw_cl', 'stack_channels_last', 'to_channels_last', 'use_channels_last',
-    'use_fast_attention'
-]
+__all__ = ['enable_fast_path', 'reuse_branch_outputs']

@@ -231,7 +231,7 @@ def test_missing_stacks_name_the_neck_setting():
     with pytest.raises(ValueError, match='outputs'):
         head.loss(_inputs(3)[:2], _samples(_labels()), None)
     inputs = _inputs(3)
-    with pytest.raises(ValueError, match='input 3 is None.*stacks_in_eval'):
+    with pytest.raises(ValueError, match='input 3 is None.*training mode'):
         head.loss(inputs[:3] + [None], _samples(_labels()), None)
 
 

@@ -1,8 +1,8 @@
-"""equiseg_mm.utils.complexity: the FLOP handles added to mmengine's counter."""
+"""tools/_complexity.py: the FLOP handles added to mmengine's counter."""
 import torch
 import torch.nn.functional as F
 
-from equiseg_mm.utils.complexity import flop_analyzer
+from _complexity import flop_analyzer
 
 
 def test_sdpa_handle_counts_both_products():

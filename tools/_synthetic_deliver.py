@@ -1,8 +1,7 @@
 """A seeded generator of a small synthetic dataset in the DeLiVER layout.
 
-No dataset can be downloaded on the machines this project targets, yet a new user must see the
-whole job (train, test, missing-modality protocol, balance metric) run on real files. This module
-writes such files: scenes of simple shapes on a ground plane, rendered in the four DeLiVER
+It lets the whole job (train, test, missing-modality protocol, balance metric) run on real files
+without a download: scenes of simple shapes on a ground plane, rendered in the four DeLiVER
 modalities, where the modalities are *complementary by construction*. Each of four class pairs is
 told apart by exactly one modality; everything else about the two classes of a pair (shape, size,
 position, draw order and the other three modalities) is drawn from the same distribution, so a
@@ -41,8 +40,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .deliver_dataset import DELIVERDataset
-from .transforms.simulate_sensor_failure import FAILURE_CASES, corrupt_modality
+from equiseg_mm.datasets import DELIVERDataset
+from equiseg_mm.datasets.transforms.simulate_sensor_failure import FAILURE_CASES, corrupt_modality
+from equiseg_mm.utils import check_names
 
 #: DeLiVER's 25 classes and palette, in label order (from :class:`DELIVERDataset`).
 DELIVER_CLASSES = tuple(DELIVERDataset.METAINFO['classes'])
@@ -277,7 +277,7 @@ def _plan_split(split: str, num: int, conditions: Sequence[str], cases: Sequence
 def _meta(seed: int, size: Tuple[int, int], counts: Dict[str, int], conditions: Sequence[str],
           cases: Sequence[str], failure_severity: int, frames_per_sequence: int) -> dict:
     return dict(
-        generator='equiseg_mm.datasets.make_synthetic_deliver',  # the public name, kept
+        generator='equiseg_mm.datasets.make_synthetic_deliver',  # its public name
         format_version=1,
         seed=seed,
         size=list(size),
@@ -317,11 +317,8 @@ def _check_names(values: Sequence[str], allowed: Sequence[str], what: str) -> Tu
     if isinstance(values, str):
         raise ValueError(f'{what} must be a sequence of names, not the string {values!r}; '
                          f'e.g. ({values!r}, )')
-    values = tuple(values)
-    for value in values:
-        if value not in allowed:
-            raise ValueError(f'unknown {what[:-1]} {value!r}; allowed values are {list(allowed)}')
-    return values
+    check_names(values, allowed, what[:-1])
+    return tuple(values)
 
 
 def _check_arguments(root, counts: Dict[str, int], size, seed, conditions, cases,

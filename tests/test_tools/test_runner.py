@@ -1,8 +1,7 @@
-"""The demo's and the sweep's unit of work: schedule scaling and panel selection."""
-
+"""``tools/_runner.py``: schedule scaling and panel selection, the demo's and the sweep's unit of
+work."""
+from _runner import scale_schedule, spread_indices
 from mmengine.config import Config
-
-from equiseg_mm.apis.experiment import scale_schedule, spread_indices
 
 
 class _Infos:

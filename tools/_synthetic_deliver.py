@@ -277,7 +277,8 @@ def _plan_split(split: str, num: int, conditions: Sequence[str], cases: Sequence
 def _meta(seed: int, size: Tuple[int, int], counts: Dict[str, int], conditions: Sequence[str],
           cases: Sequence[str], failure_severity: int, frames_per_sequence: int) -> dict:
     return dict(
-        generator='equiseg_mm.datasets.make_synthetic_deliver',  # its public name
+        # the name recorded in every synthetic_meta.json (existing datasets keep matching)
+        generator='equiseg_mm.datasets.make_synthetic_deliver',
         format_version=1,
         seed=seed,
         size=list(size),

@@ -107,6 +107,7 @@ def load_checkpoint_file(filename: str, map_location=None, trusted: Optional[boo
 
     Raises:
         FileNotFoundError: If the file does not exist.
+        RuntimeError: If the file cannot be read (truncated, corrupt); the message names it.
         UntrustedCheckpointError: If the file holds a type outside the allowed set; the message
             names the types and the opt-in.
     """
@@ -115,15 +116,17 @@ def load_checkpoint_file(filename: str, map_location=None, trusted: Optional[boo
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
     if trusted is None:
         trusted = is_trusted(filename)
-    if trusted:
-        return torch.load(filename, map_location=map_location, weights_only=False)
     # torch < 2.5 has no safe_globals context: plain weights_only loading (tensors only)
     allow = torch.serialization.safe_globals(allowed_globals()) if hasattr(
-        torch.serialization, 'safe_globals') else contextlib.nullcontext()
+        torch.serialization, 'safe_globals') and not trusted else contextlib.nullcontext()
     try:
         with allow:
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=not trusted)
+    except UntrustedCheckpointError:
+        raise
     except pickle.UnpicklingError as exc:
+        if trusted:
+            raise _unreadable(filename, exc) from exc
         names = _unsafe_names(filename)
         what = (f'types outside what mmengine checkpoints hold: {", ".join(names)}'
                 if names else f'content that weights_only loading refuses ({exc})')
@@ -132,6 +135,13 @@ def load_checkpoint_file(filename: str, map_location=None, trusted: Optional[boo
             'can run arbitrary code. If you trust this file, list it (or a folder above it) in '
             f'the environment variable {TRUST_ENV} (paths separated by "{os.pathsep}"), e.g. '
             f'{TRUST_ENV}={osp.abspath(filename)}') from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise _unreadable(filename, exc) from exc
+
+
+def _unreadable(filename: str, exc: Exception) -> RuntimeError:
+    return RuntimeError(f'checkpoint {filename} cannot be read: it is truncated, corrupt or not '
+                        f'a PyTorch checkpoint ({type(exc).__name__}: {exc})')
 
 
 def load_checkpoint(model: torch.nn.Module, filename: str, map_location=None,

@@ -252,3 +252,29 @@ def test_inference_uses_the_loader_rules(world, monkeypatch):
     files = _files(dataset, 0)
     inference_multimodal(model, dict(rgb=files['rgb'], lidar=files['lidar']))
     assert calls == [(MODS, 'first', True)]
+
+
+def test_a_checkpoint_of_other_modalities_is_refused_by_every_loading_path(world, tmp_path):
+    """A 4-modality checkpoint into a 3-modality config: an error naming both lists from the
+    API and from mmengine's loader (load_from, tools/test.py, --resume), never a model with a
+    freshly initialised branch; with the opt-in, the matching branches load by name."""
+    from mmengine.runner.checkpoint import get_state_dict, load_checkpoint, weights_to_cpu
+    model, _ = world
+    ckpt = str(tmp_path / 'rgbdel.pth')
+    torch.save(dict(state_dict=weights_to_cpu(get_state_dict(model)), meta={}), ckpt)
+    data_root = model.cfg.test_dataloader.dataset.data_root
+    rgbd = {**tiny_options(data_root), 'model.backbone.modalities': ['rgb', 'depth', 'lidar'],
+            'model.backbone.in_channels': [3, 3, 3], 'model.neck.num_modalities': 3,
+            'model.data_preprocessor.modalities': ['rgb', 'depth', 'lidar'],
+            'model.data_preprocessor.channels': [3, 3, 3]}
+    both = r"\['rgb', 'depth', 'event', 'lidar'\].*\['rgb', 'depth', 'lidar'\]"
+    with pytest.raises(ValueError, match=both):
+        init_multimodal_model(CONFIG, ckpt, cfg_options=rgbd)
+    other = init_multimodal_model(CONFIG, cfg_options=rgbd)
+    with pytest.raises(ValueError, match=both):
+        load_checkpoint(other, ckpt, map_location='cpu', strict=False)
+    partial = init_multimodal_model(
+        CONFIG, ckpt, cfg_options={**rgbd, 'model.backbone.partial_checkpoint': True})
+    for mine, theirs in ((0, 0), (1, 1), (2, 3)):
+        for key, value in model.backbone.branches[theirs].state_dict().items():
+            assert torch.equal(partial.backbone.branches[mine].state_dict()[key], value)

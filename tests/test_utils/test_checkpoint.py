@@ -120,3 +120,15 @@ def test_load_checkpoint_into_a_model_without_the_opt_in(tmp_path, no_trust, mon
     with pytest.raises(UntrustedCheckpointError):
         load_checkpoint(model, str(evil))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize('trusted', [None, True])
+@pytest.mark.parametrize('cut', [0.5, 0.0])
+def test_a_truncated_checkpoint_names_the_file(tmp_path, trusted, cut):
+    path = tmp_path / 'iter_8.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(RuntimeError, match=r'checkpoint .*iter_8\.pth cannot be read: it is '
+                                           r'truncated'):
+        load_checkpoint_file(str(path), trusted=trusted)

@@ -283,6 +283,13 @@ def _stop_absent_gradients(x: Tensor, outs: Sequence[Tensor]) -> List[Tensor]:
             for o in outs]
 
 
+def _record_modalities(module: 'MultiModalMiT', state_dict, prefix: str,
+                       local_metadata: dict) -> None:
+    """State-dict hook: record the modality names and input channels in the metadata."""
+    local_metadata['modalities'] = list(module.modalities)
+    local_metadata['in_channels'] = list(module.in_channels)
+
+
 @MODELS.register_module()
 class MultiModalMiT(BaseModule):
     """Equal-encoding multimodal backbone: one encoder branch per modality.
@@ -324,6 +331,15 @@ class MultiModalMiT(BaseModule):
     The branches' stage widths must equal the neck's ``in_channels`` (``CMTBNeck`` checks it
     at its first forward, naming both).
 
+    Whole-model checkpoints: the backbone's state dict records its modality names and input
+    channels (in the state dict's metadata, next to PyTorch's module versions). Loading a state
+    dict into the backbone (``--resume``, ``load_from``, ``tools/test.py``, ``tools/infer.py``,
+    the inference API) whose branch count, input channels or recorded modality names (order
+    included) differ from the backbone's raises a ``ValueError`` naming both. With
+    ``partial_checkpoint=True`` the checkpoint's branches are matched to this backbone's by
+    modality name instead (e.g. to add a modality to a trained model): matched branches load,
+    the others keep their initialisation and are named in a warning.
+
     Absent modalities: with gradients enabled, the outputs of a branch are detached at the
     samples whose whole input to that branch is zero (a modality dropped by the data
     preprocessor's modality dropout, or missing): their values are unchanged (what the branch
@@ -362,6 +378,9 @@ class MultiModalMiT(BaseModule):
             smaller than the window), ResNet with ``out_indices=(0, 1, 2, 3)``. A Pretrained
             ``init_cfg`` or a ``pretrained`` path in it is handled as described above.
             Defaults to None (MiT).
+        partial_checkpoint (bool): Allow loading a whole-model checkpoint (resume, ``load_from``,
+            test, inference) whose modalities differ from this backbone's (see "Whole-model
+            checkpoints"). Defaults to False.
         pretrained (str, optional): Checkpoint path, the same as
             ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``. Defaults to None.
         init_cfg (dict, optional): Initialisation config; ``type='Pretrained'`` is handled as
@@ -388,6 +407,7 @@ class MultiModalMiT(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  with_cp: bool = False,
                  branch: Optional[dict] = None,
+                 partial_checkpoint: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if pretrained is not None:
@@ -410,6 +430,8 @@ class MultiModalMiT(BaseModule):
                              f'got {in_channels!r}')
         self._slices = channel_slices(self.modalities, in_channels)  # validates counts and names
         self.in_channels = [int(c) for c in in_channels]
+        self.partial_checkpoint = bool(partial_checkpoint)
+        self._register_state_dict_hook(_record_modalities)
         if branch is not None and not isinstance(branch, Mapping):
             raise ValueError(f'branch must be None (MiT) or a backbone config dict, got {branch!r}')
         if branch is not None and 'type' not in branch:
@@ -531,6 +553,53 @@ class MultiModalMiT(BaseModule):
             warnings.warn(msg)
             print_log(msg, logger='current', level=logging.WARNING)
         self._is_init = True
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        self._check_checkpoint_branches(state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+    def _check_checkpoint_branches(self, state_dict: dict, prefix: str, metadata: dict) -> None:
+        """Raise ``ValueError`` when the checkpoint's branches do not fit this backbone (see
+        "Whole-model checkpoints"); with ``partial_checkpoint``, rename and drop branch keys in
+        ``state_dict`` so that each branch loads its modality's weights."""
+        head = prefix + 'branches.'
+        found = {int(k[len(head):].split('.', 1)[0]) for k in state_dict if k.startswith(head)}
+        if not found:
+            return  # no branch weights (e.g. a head-only or a single-backbone state dict)
+        count = max(found) + 1
+        recorded = metadata.get('modalities')
+        names = list(recorded) if recorded else [f'branch {i}' for i in range(count)]
+        # the input channels, read off the first kernel on the input (its dim 1)
+        key = next((k for k, t in self.branches[0].state_dict().items()
+                    if t.dim() == 4 and t.shape[1] == self.in_channels[0]), None)
+        channels = [int(state_dict[f'{head}{i}.{key}'].shape[1])
+                    if f'{head}{i}.{key}' in state_dict else None for i in range(count)]
+        if (names == self.modalities if recorded else count == len(self.modalities)) and \
+                all(c in (None, own) for c, own in zip(channels, self.in_channels)):
+            return
+        theirs = f'{names} with input channels {channels}'
+        ours = f'{self.modalities} with input channels {self.in_channels}'
+        if not self.partial_checkpoint:
+            raise ValueError(
+                f'the checkpoint was trained with modalities {theirs}, this model has {ours}. '
+                'Use a checkpoint of this model, or set model.backbone.partial_checkpoint=True '
+                'to load the branches whose modality names match (the others stay freshly '
+                'initialised)')
+        moved, fresh = {}, []
+        for j, (name, c) in enumerate(zip(self.modalities, self.in_channels)):
+            i = names.index(name) if name in names else None
+            if i is None or channels[i] not in (None, c):
+                fresh.append(name)
+                continue
+            moved.update({f'{head}{j}.{k[len(f"{head}{i}."):]}': state_dict[k]
+                          for k in state_dict if k.startswith(f'{head}{i}.')})
+        for key in [k for k in state_dict if k.startswith(head)]:
+            del state_dict[key]
+        state_dict.update(moved)
+        msg = (f'MultiModalMiT: checkpoint branches {theirs} loaded by modality name into '
+               f'{ours}; freshly initialised: {fresh or "none"}')
+        warnings.warn(msg)
+        print_log(msg, logger='current', level=logging.WARNING)
 
     #: stacks the branch outputs of a stage (the fast path stores them channels-innermost)
     stack = staticmethod(torch.stack)

@@ -244,7 +244,7 @@ class CMTBNeck(BaseModule):
             raise ValueError(f'num_modalities must be None or an int >= 1, got {num_modalities!r}')
         self.num_modalities = num_modalities
         # stages[i][0] is stage i's block (the inner list keeps the state-dict keys
-        # ``stages.{i}.0.*`` of checkpoints that held one block per primary)
+        # ``stages.{i}.0.*`` stable for existing checkpoints)
         self.stages = ModuleList([
             ModuleList([_CrossModalBlock(c, h, r, cr, pool_sizes, bool(sa),
                                          num_modalities is None or num_modalities > 1,

@@ -27,13 +27,13 @@ both paths). The speed-ups:
 
 mmseg builds MiT's attention and FFN modules inside its own constructors with fixed classes, so
 the fast path switches the class of each built module to a subclass that only overrides
-``forward`` (``nn.Module`` allows it; nothing else changes). The overridden ``forward`` methods
-of mmseg's ``EfficientMultiheadAttention``, ``MixFFN``, ``MixVisionTransformer`` and
-``SegformerHead`` are rewritten here from mmseg 1.2's, with the map layout as the only
-difference; the equality tests are what catch an upstream change of their meaning.
-Switched modules: exactly the classes in :data:`_FAST` (not user subclasses of them). Hooks
-registered on the head's ``fusion_conv`` do not fire on the fast path (the head reads its
-weight directly); build with ``fast_path=False`` to hook it.
+``forward`` (``nn.Module`` allows it; nothing else changes). The ``forward`` methods of mmseg's
+``EfficientMultiheadAttention``, ``MixFFN`` and ``MixVisionTransformer`` are rewritten here
+from mmseg 1.2's with the map layout as the only difference, the head's in the order above; the
+equality tests are what catch an upstream change of their meaning. Switched modules: exactly
+the classes in :data:`_FAST` (not user subclasses of them), and the ``nn.MultiheadAttention``
+inside every ``EfficientMultiheadAttention``. A head whose fusion convolution carries hooks
+(feature capture, old-style weight or spectral norm) computes in mmseg's order.
 
 :func:`reuse_branch_outputs` is the evaluation-time speed-up of the missing-modality test: a
 branch whose input is all zeros or unchanged since the previous pass returns its earlier output.
@@ -44,7 +44,6 @@ from typing import Iterator, List, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model import ModuleList
 from torch import Tensor
 
 from mmseg.models.backbones.mit import (EfficientMultiheadAttention, MixFFN,
@@ -163,6 +162,12 @@ class _FastSegformerHead(SegformerHead):
 
     def forward(self, inputs: List[Tensor]) -> Tensor:
         fusion = self.fusion_conv
+        # Hooks on the fusion (e.g. feature capture, old-style weight or spectral norm, which
+        # recompute the weight in a pre-hook) need it called: mmseg's computation. The JIT
+        # tracer of a FLOP counter adds scope hooks to every module: those only name scopes.
+        if not torch.jit.is_tracing() and any(
+                m._forward_hooks or m._forward_pre_hooks for m in (fusion, fusion.conv)):
+            return super().forward(inputs)
         inputs = self._transform_inputs(inputs)
         weight = fusion.conv.weight  # (channels, n * channels, 1, 1), stage-major inputs
         size = inputs[0].shape[2:]
@@ -240,7 +245,8 @@ def _head_reorders_exactly(head: SegformerHead) -> bool:
     fusion = head.fusion_conv
     conv = getattr(fusion, 'conv', None)
     return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.groups == 1 and tuple(fusion.order) == ('conv', 'norm', 'act'))
+            and conv.padding == (0, 0) and conv.groups == 1
+            and tuple(fusion.order) == ('conv', 'norm', 'act'))
 
 
 def enable_fast_path(model: nn.Module) -> int:
@@ -264,35 +270,32 @@ def enable_fast_path(model: nn.Module) -> int:
     return count
 
 
-class _ReusedBranch(nn.Module):
-    """A branch that, in eval mode without gradients, returns its earlier output for an
-    all-zero input of a seen shape or for the same values as its previous input."""
+def _reusing_forward(branch: nn.Module, cache: dict):
+    """``branch.forward`` that, in eval mode without gradients, returns the earlier output for
+    an all-zero input of a seen shape or for the same values as the previous input."""
+    run = branch.forward
 
-    def __init__(self, branch: nn.Module, cache: dict) -> None:
-        super().__init__()
-        self.branch = branch
-        self.cache = cache
-
-    def forward(self, x: Tensor):
-        if self.branch.training or torch.is_grad_enabled():
-            return self.branch(x)
-        cache = self.cache
+    def forward(x: Tensor):
+        if branch.training or torch.is_grad_enabled():
+            return run(x)
         if not x.any():
-            key = (id(self.branch), tuple(x.shape), x.dtype, x.device)
+            key = (id(branch), tuple(x.shape), x.dtype, x.device)
             if key not in cache['zero']:
                 if len(cache['zero']) >= cache['max_zero_shapes'] * cache['branches']:
                     cache['zero'].clear()
-                cache['zero'][key] = self.branch(x)
+                cache['zero'][key] = run(x)
             else:
                 cache['hits'] += 1
             return cache['zero'][key]
-        last = cache['last'].get(id(self.branch))
+        last = cache['last'].get(id(branch))
         if last is not None and last[0].shape == x.shape and torch.equal(last[0], x):
             cache['hits'] += 1
             return last[1]
-        out = self.branch(x)
-        cache['last'][id(self.branch)] = (x, out)
+        out = run(x)
+        cache['last'][id(branch)] = (x, out)
         return out
+
+    return forward
 
 
 @contextlib.contextmanager
@@ -304,18 +307,20 @@ def reuse_branch_outputs(backbone: MultiModalMiT, max_zero_shapes: int = 4) -> I
     per subset, with the same results. Only active in eval mode without gradients.
 
     Args:
-        backbone (MultiModalMiT): The backbone; its ``branches`` are wrapped for the context.
+        backbone (MultiModalMiT): The backbone; each branch's ``forward`` is replaced for the
+            context (the module tree, state dict and hooks stay as they are).
         max_zero_shapes (int): Input shapes of zero-input outputs kept per branch.
             Defaults to 4.
 
     Yields:
         dict: The cache; its ``hits`` counts the branch runs saved.
     """
-    original = backbone.branches
-    cache = dict(zero={}, last={}, max_zero_shapes=max_zero_shapes, branches=len(original),
-                 hits=0)
-    backbone.branches = ModuleList([_ReusedBranch(b, cache) for b in original])
+    cache = dict(zero={}, last={}, max_zero_shapes=max_zero_shapes,
+                 branches=len(backbone.branches), hits=0)
+    for branch in backbone.branches:
+        branch.forward = _reusing_forward(branch, cache)
     try:
         yield cache
     finally:
-        backbone.branches = original
+        for branch in backbone.branches:
+            del branch.forward

@@ -323,3 +323,51 @@ def test_absent_modality_sample_keeps_its_output_but_trains_only_the_rest():
         else:
             assert close(g, first[name] + second[name]), name
     assert any(second[n].any() for n in second if n.startswith('branches.0.'))
+
+
+# ---- whole-model checkpoints: the branches must fit (issue 22: no silent wrong answers) ----
+
+def _tiny(mods, channels, **kwargs):
+    return MultiModalMiT(modalities=mods, in_channels=channels, **kwargs, **TINY)
+
+
+@pytest.mark.parametrize('mods, channels, what', [
+    (['rgb', 'depth'], [3, 1], "['rgb', 'depth']"),                       # a branch fewer
+    (['rgb', 'depth', 'event', 'lidar'], [3, 1, 3, 3], "'lidar'"),        # a branch more
+    (['depth', 'rgb', 'event'], [1, 3, 3], "['depth', 'rgb', 'event']"),  # order swapped
+    (['rgb', 'depth', 'event'], [3, 3, 3], 'input channels [3, 3, 3]'),   # channels differ
+])
+def test_a_checkpoint_of_other_modalities_is_an_error_naming_both(tmp_path, mods, channels,
+                                                                     what):
+    from equiseg_mm.utils import load_checkpoint_file
+    trained = _tiny(['rgb', 'depth', 'event'], [3, 1, 3])
+    path = str(tmp_path / 'ckpt.pth')
+    torch.save({'state_dict': trained.state_dict()}, path)  # the names travel in its metadata
+    state = load_checkpoint_file(path)['state_dict']
+    with pytest.raises(ValueError, match=r"trained with modalities \['rgb', 'depth', 'event'\]"
+                                         r' with input channels \[3, 1, 3\]') as err:
+        _tiny(mods, channels).load_state_dict(state, strict=False)
+    assert what in str(err.value) and 'partial_checkpoint=True' in str(err.value)
+    _tiny(['rgb', 'depth', 'event'], [3, 1, 3]).load_state_dict(state)  # the same model loads
+
+
+def test_a_checkpoint_without_recorded_names_is_checked_by_count_and_channels():
+    state = dict(_tiny(['rgb', 'depth'], [3, 1]).state_dict())  # a plain dict: no metadata
+    with pytest.raises(ValueError, match=r"\['branch 0', 'branch 1'\] with input channels "
+                                         r'\[3, 1\]'):
+        _tiny(['rgb', 'depth', 'event'], [3, 1, 3]).load_state_dict(state, strict=False)
+    _tiny(['a', 'b'], [3, 1]).load_state_dict(state)  # same structure: loads
+
+
+def test_partial_checkpoint_loads_matching_modalities_by_name_and_names_the_fresh_ones():
+    torch.manual_seed(0)
+    trained = _tiny(['rgb', 'depth', 'event'], [3, 1, 3])
+    model = _tiny(['depth', 'lidar', 'rgb'], [1, 3, 3], partial_checkpoint=True)
+    fresh = model.branches[1].state_dict()['layers.0.0.projection.weight'].clone()
+    with pytest.warns(UserWarning, match=r"freshly initialised: \['lidar'\]"):
+        result = model.load_state_dict(trained.state_dict(), strict=False)
+    assert result.missing_keys and all(k.startswith('branches.1.') for k in result.missing_keys)
+    for mine, theirs in ((0, 1), (2, 0)):  # depth <- depth, rgb <- rgb
+        for key, value in trained.branches[theirs].state_dict().items():
+            assert torch.equal(model.branches[mine].state_dict()[key], value), key
+    assert torch.equal(model.branches[1].state_dict()['layers.0.0.projection.weight'], fresh)

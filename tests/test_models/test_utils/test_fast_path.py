@@ -181,8 +181,8 @@ def test_reuse_branch_outputs_is_exact_and_runs_each_branch_twice():
                           num_heads=[1, 1, 2, 2]).eval()
     branches = model.branches
     calls = []
-    for n, branch in enumerate(model.branches):
-        branch.register_forward_hook(lambda m, i, o, n=n: calls.append(n))
+    for n, branch in enumerate(model.branches):  # counts the branches' real runs
+        branch.layers[0][0].register_forward_hook(lambda m, i, o, n=n: calls.append(n))
     x = torch.randn(2, 9, 64, 96)
 
     def subset_input(subset):
@@ -203,9 +203,31 @@ def test_reuse_branch_outputs_is_exact_and_runs_each_branch_twice():
             assert torch.equal(fa, fb)
     assert sorted(calls) == [0, 0, 1, 1, 2, 2]  # real input and zeros, once per branch
     assert cache['hits'] == len(subsets) * len(mods) - 6
-    assert model.branches is branches  # restored
+    assert model.branches is branches and not any('forward' in vars(b) for b in branches)
     calls.clear()
     with reuse_branch_outputs(model), torch.enable_grad():  # with gradients: nothing reused
         model(x)
         model(x)
     assert len(calls) == 6
+
+
+def test_head_with_hooks_on_the_fusion_computes_in_mmsegs_order():
+    """A forward hook on the fusion sees its input and output; an old-style weight norm
+    recomputes the weight in a pre-hook: both need mmseg's computation, which the fast head
+    then runs (same result as the plain head with the same hooks)."""
+    cfg = dict(type='SegformerHead', in_channels=[8, 16], in_index=[0, 1], channels=8,
+               num_classes=3, norm_cfg=dict(type='BN', requires_grad=True), dropout_ratio=0.)
+    plain, fast = MODELS.build(cfg), MODELS.build(cfg)
+    fast.load_state_dict(plain.state_dict())
+    enable_fast_path(fast)
+    seen = []
+    for head in (plain, fast):
+        torch.nn.utils.weight_norm(head.fusion_conv.conv)
+        head.fusion_conv.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+        with torch.no_grad():
+            head.fusion_conv.conv.weight_g.mul_(2.0)  # only the pre-hook makes this count
+    feats = [torch.randn(2, 8, 8, 8), torch.randn(2, 16, 4, 4)]
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(feats), plain(feats), rtol=1e-4, atol=1e-5)
+    assert seen == [16, 16]  # both ran the fusion on the 2 x 8-channel concatenation

@@ -6,11 +6,12 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tu
 
 import torch
 import torch.nn as nn
+from torch import Tensor
 
 from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.registry import MODELS
 
-from ..utils import seed_from, unwrap_model
+from ..utils import sample_desc, seed_from, unwrap_model
 from ..utils.modalities import IMAGENET_MEAN, IMAGENET_STD, ModalitySpec, check_names
 
 __all__ = ['MultiModalSegDataPreProcessor', 'get_multimodal_preprocessor',
@@ -155,6 +156,12 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
         never_drop (Sequence[str] | str): Modalities never dropped; naming one that a
             ``modality_dropout`` dict gives a rate above 0 is an error. Defaults to ().
         seed (int): Seed of the test-time RMM/NM randomness. Defaults to 0.
+        max_normalised (float, optional): A modality whose normalised values of a sample reach
+            this many standard deviations from its mean stops with an error that names the
+            sample, the modality, its statistics and the fix: its mean/std do not fit the data
+            (e.g. a 16-bit depth PNG with 8-bit statistics; 8-bit data with ImageNet
+            statistics stays within 3). ``tools/analysis_tools/modality_stats.py`` computes the
+            statistics of a split. None skips the check. Defaults to 50.
         batch_augments (list[dict], optional): Batch-level augmentations. Defaults to None.
         test_cfg (dict, optional): Padding at test time (``size`` / ``size_divisor``).
             Defaults to None.
@@ -180,6 +187,7 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
                  modality_dropout: DropoutRates = 0.0,
                  never_drop: Sequence[str] = (),
                  seed: int = 0,
+                 max_normalised: Optional[float] = 50.,
                  batch_augments: Optional[List[dict]] = None,
                  test_cfg: Optional[dict] = None) -> None:
         if size is not None and size_divisor is not None:
@@ -193,6 +201,7 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
                          pad_val=pad_val, seg_pad_val=seg_pad_val, bgr_to_rgb=False,
                          rgb_to_bgr=False, batch_augments=batch_augments, test_cfg=test_cfg)
         self.spec = spec = ModalitySpec(modalities, channels)
+        self.max_normalised = max_normalised
 
         if bgr_modalities is None:
             bgr_modalities = [m for m, c in zip(spec.names, spec.channels) if c == 3]
@@ -369,6 +378,26 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
                     f'{list(names)} but the data preprocessor expects {self.modalities}: name '
                     'the same modalities in the same order in the dataset and the model')
 
+    def _check_normalisation(self, raw: Tensor, normed: Tensor, sample: Any) -> None:
+        """Raise ``ValueError`` when a modality's normalised values leave
+        ``max_normalised`` (see the class docs)."""
+        for name, sl in self.spec.slices.items():
+            if normed[sl].abs().amax() < self.max_normalised:
+                continue
+            values = raw[sl].flatten(1)
+            where = sample_desc(sample.metainfo) if sample is not None else 'a sample'
+            fmt = lambda t: [round(float(v), 2) for v in t.flatten()]  # noqa: E731
+            raise ValueError(
+                f'{where}: modality {name!r} has values in [{float(values.min()):g}, '
+                f'{float(values.max()):g}], {float(normed[sl].abs().amax()):.0f} standard '
+                f'deviations from its configured mean {fmt(self.mean[sl])} / std '
+                f'{fmt(self.std[sl])}: these statistics do not fit the data (a 16-bit '
+                'image with 8-bit statistics?). This sample\'s own mean / std per channel: '
+                f'{fmt(values.mean(1))} / {fmt(values.std(1))}. Set '
+                f'model.data_preprocessor.mean/std for {name!r} (a dict by modality) to the '
+                'statistics of your data: tools/analysis_tools/modality_stats.py CONFIG '
+                'computes them over a split; max_normalised=None skips this check.')
+
     def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:
         """Flip, add noise, normalise, zero modalities; mmseg's forward pads and stacks.
 
@@ -400,7 +429,10 @@ class MultiModalSegDataPreProcessor(SegDataPreProcessor):
                 pepper = draws < noise / 2
                 salt = (draws < noise) & ~pepper
                 _input = _input.masked_fill(pepper, 0.0).masked_fill(salt, self.noise_max)
+            raw = _input
             _input = (_input - self.mean) / self.std
+            if self.max_normalised is not None:
+                self._check_normalisation(raw, _input, sample)
             if missing:
                 mask = self._missing_mask(_input.shape, _input.device,
                                           self._generator(sample, 'missing', training))

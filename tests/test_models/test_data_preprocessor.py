@@ -32,13 +32,14 @@ def identity(mods=MODS, channels=None, **kwargs):
     channels = channels or [3] * len(mods)
     return MultiModalSegDataPreProcessor(
         modalities=mods, channels=channels, mean={m: [0.0] * c for m, c in zip(mods, channels)},
-        std={m: [1.0] * c for m, c in zip(mods, channels)}, **kwargs)
+        std={m: [1.0] * c for m, c in zip(mods, channels)}, **{'max_normalised': None, **kwargs})
 
 
 def test_per_modality_normalisation_numerically():
     dp = MODELS.build(dict(
         type='MultiModalSegDataPreProcessor', modalities=['rgb', 'depth'], channels=[3, 1],
-        mean=dict(rgb=[10, 20, 30], depth=[100]), std=dict(rgb=[2, 4, 5], depth=[50])))
+        mean=dict(rgb=[10, 20, 30], depth=[100]), std=dict(rgb=[2, 4, 5], depth=[50]),
+        max_normalised=None))
     data = batch(c=4)
     raw = torch.stack(data['inputs']).float()
     out = dp(data)['inputs']
@@ -261,7 +262,7 @@ def test_rmm_ratio_seeded_and_nested():
 
 def test_nm_salt_and_pepper_on_every_modality_before_normalisation():
     dp = MultiModalSegDataPreProcessor(modalities=MODS, mean=[100, 100, 100], std=[2, 2, 2],
-                                       noise_density=0.2, noise_max=250)
+                                       noise_density=0.2, noise_max=250, max_normalised=None)
     out = dp(batch(n=2, h=40, w=40, value=100))['inputs']
     pepper, salt, clean = out.eq(-50), out.eq(75), out.eq(0)
     assert (pepper | salt | clean).all()
@@ -428,3 +429,28 @@ def test_padding_and_stacking_are_mmseg_own_forward():
     assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(calls[0], expected))
     assert augmented == [(2, 6, 8, 8)]
     torch.testing.assert_close(out['inputs'][:, :, :5, :7], 2 * torch.stack(expected))
+
+
+def test_statistics_that_do_not_fit_the_data_stop_with_the_ones_to_use():
+    """A 16-bit depth image (values ~20,000) with the default 8-bit statistics is an error that
+    names the sample, the modality, both statistics and the tool; 8-bit data passes."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    dp = MultiModalSegDataPreProcessor(modalities=['rgb', 'depth'], channels=[3, 1])
+    rgb = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8).float()
+    depth = torch.full((1, 8, 8), 20000.)
+    sample = SegDataSample(metainfo=dict(img_path='data/0042_rgb.png', sample_idx=42))
+    sample.gt_sem_seg = PixelData(data=torch.zeros(1, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"sample 42 \(data/0042_rgb.png\): modality 'depth' has "
+                                         r'values in \[20000, 20000\].*mean / std per channel: '
+                                         r'\[20000.0\] / \[0.0\].*modality_stats.py'):
+        dp(dict(inputs=[torch.cat([rgb, depth])], data_samples=[sample]))
+    fitted = MultiModalSegDataPreProcessor(
+        modalities=['rgb', 'depth'], channels=[3, 1], mean=dict(rgb=[123, 117, 104],
+                                                              depth=[20000]),
+        std=dict(rgb=[58, 57, 57], depth=[5000]))
+    fitted(dict(inputs=[torch.cat([rgb, depth])], data_samples=[sample]))
+    dp(dict(inputs=[torch.cat([rgb, rgb[:1]])], data_samples=[sample]))  # 8-bit depth passes
+    MultiModalSegDataPreProcessor(modalities=['rgb', 'depth'], channels=[3, 1],
+                                  max_normalised=None)(
+        dict(inputs=[torch.cat([rgb, depth])], data_samples=[sample]))  # the check is off

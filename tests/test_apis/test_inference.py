@@ -278,3 +278,28 @@ def test_a_checkpoint_of_other_modalities_is_refused_by_every_loading_path(world
     for mine, theirs in ((0, 0), (1, 1), (2, 3)):
         for key, value in model.backbone.branches[theirs].state_dict().items():
             assert torch.equal(partial.backbone.branches[mine].state_dict()[key], value)
+
+
+def test_a_checkpoint_of_another_class_count_is_refused(world, tmp_path):
+    """A head trained for 25 classes into a 19-class config: an error naming the tensors, not a
+    model with a freshly initialised classifier (mmengine alone only warns)."""
+    from mmengine.runner.checkpoint import load_checkpoint
+    model, _ = world
+    ckpt = str(tmp_path / 'c25.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    data_root = model.cfg.test_dataloader.dataset.data_root
+    c19 = {**tiny_options(data_root), 'model.decode_head.num_classes': 19,
+           'model.auxiliary_head.num_classes': 19}
+    with pytest.raises(ValueError, match=r'another number of classes.*decode_head\.conv_seg\.'
+                                         r'weight: checkpoint \(25, 16, 1, 1\), model '
+                                         r'\(19, 16, 1, 1\)'):
+        init_multimodal_model(CONFIG, ckpt, cfg_options=c19)
+    other = init_multimodal_model(CONFIG, cfg_options=c19)
+    with pytest.raises(ValueError, match='another number of classes'):
+        load_checkpoint(other, ckpt, map_location='cpu', strict=False)
+    fresh = other.decode_head.conv_seg.weight.clone()
+    other.backbone.partial_checkpoint = True  # the opt-in: what fits loads, the rest stays
+    load_checkpoint(other, ckpt, map_location='cpu', strict=False)
+    assert torch.equal(other.decode_head.conv_seg.weight, fresh)
+    assert torch.equal(other.backbone.branches[0].layers[0][0].projection.weight,
+                       model.backbone.branches[0].layers[0][0].projection.weight)

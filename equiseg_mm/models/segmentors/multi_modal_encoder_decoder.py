@@ -13,6 +13,12 @@ class MultiModalEncoderDecoder(EncoderDecoder):
     floating-point rounding); with False it computes exactly as written in the backbone, neck
     and heads (and as mmseg's own modules). The shipped EQUISeg configs set it.
 
+    Loading a state dict whose tensors differ in shape from the model's (e.g. a head trained for
+    another number of classes) is a ``ValueError`` naming each tensor and both shapes, on every
+    loading path (mmengine only warns and leaves those tensors freshly initialised). A backbone
+    with ``partial_checkpoint=True`` (:class:`~equiseg_mm.models.MultiModalMiT`) allows it:
+    the differing tensors keep their initialisation, as in mmengine.
+
     Args:
         fast_path (bool): Enable the fast path. Defaults to False.
         **kwargs: As :class:`EncoderDecoder`.
@@ -25,3 +31,20 @@ class MultiModalEncoderDecoder(EncoderDecoder):
         self.fast_path = fast_path
         if fast_path:
             enable_fast_path(self)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if not getattr(self.backbone, 'partial_checkpoint', False):
+            own = self.state_dict()
+            bad = [f'{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}'
+                   for k, v in ((k[len(prefix):], v) for k, v in state_dict.items()
+                                if k.startswith(prefix))
+                   if k in own and hasattr(v, 'shape') and v.shape != own[k].shape]
+            if bad:
+                classes = ' (the checkpoint was trained for another number of classes)' if any(
+                    'conv_seg' in b for b in bad) else ''
+                raise ValueError(
+                    f'the checkpoint does not fit this model{classes}: {"; ".join(bad[:8])}'
+                    f'{"; ..." if len(bad) > 8 else ""}. Use a checkpoint of this config, or set '
+                    'model.backbone.partial_checkpoint=True to load what fits and leave the '
+                    'rest freshly initialised')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -52,7 +52,8 @@ class LoadMultiModalImageFromFiles(BaseTransform):
 
     Raises:
         FileNotFoundError: A modality file is missing (names the sample and the path).
-        ValueError: A file is unreadable, has another channel count or size, or NaN/Inf.
+        ValueError: A file is unreadable, has another channel count or size, or NaN/Inf, or
+            a modality's files mix bit depths (8 and 16 bits).
     """
 
     def __init__(self,
@@ -68,6 +69,7 @@ class LoadMultiModalImageFromFiles(BaseTransform):
         self.npz_key = npz_key
         self.to_float32 = to_float32
         self.backend_args = backend_args.copy() if backend_args else None
+        self._bit_depths: Dict[str, np.dtype] = {}  # per modality, from the first file read
 
     def load_modalities(self,
                         sources: Mapping[str, ModalitySource],
@@ -111,6 +113,8 @@ class LoadMultiModalImageFromFiles(BaseTransform):
                                 f'numpy array or None, got {type(src).__name__}')
             present[name] = self._fit_channels(self._to_supported_dtype(
                 array, name, what[name], lead), name, what[name], lead)
+            if isinstance(src, (str, os.PathLike)):
+                self._check_bit_depth(name, present[name].dtype, what[name], lead)
         if not present:
             raise ValueError(f'{lead}no modality given; give at least one of the '
                              f'modalities {list(sources)} (a file path or an array)')
@@ -165,6 +169,16 @@ class LoadMultiModalImageFromFiles(BaseTransform):
                 return data[key if key is not None else data.files[0]]
         except Exception as exc:
             raise ValueError(f'{lead}cannot read the {name!r} array file {path}: {exc}') from None
+
+    def _check_bit_depth(self, name: str, dtype: np.dtype, what: str, lead: str) -> None:
+        """Raise ``ValueError`` when a modality's files mix 8- and 16-bit images (one mean/std
+        cannot normalise both)."""
+        seen = self._bit_depths.setdefault(name, dtype)
+        if seen != dtype:
+            raise ValueError(
+                f'{lead}modality {name!r}: {what} is {dtype} but the earlier files of this '
+                f'modality were {seen}; one mean/std cannot normalise both. Convert the files '
+                'of a modality to one bit depth')
 
     @staticmethod
     def _to_supported_dtype(array: np.ndarray, name: str, what: str, lead: str) -> np.ndarray:

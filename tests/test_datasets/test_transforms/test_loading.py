@@ -443,3 +443,19 @@ def test_annotation_reduce_zero_label_mismatch(tmp_path):
     with pytest.raises(ValueError, match=r'dataset sets reduce_zero_label=False but '
                        r'LoadMultiModalAnnotations has reduce_zero_label=True'):
         transform(res)
+
+
+def test_mixed_bit_depths_within_a_modality_are_an_error(tmp_path):
+    """One mean/std cannot normalise 8-bit and 16-bit files of the same modality."""
+    loader = LoadMultiModalImageFromFiles(channels=dict(depth=1))
+    rgb = position_image(H, W, 1)
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b').mkdir()
+    loader(results_for(tmp_path / 'a', dict(rgb=rgb, depth=(ROWS % 256).astype(np.uint8))))
+    deep = results_for(tmp_path / 'b', dict(rgb=rgb, depth=(ROWS * 300).astype(np.uint16)))
+    with pytest.raises(ValueError, match=r"sample 7 .*modality 'depth': file .*b/depth.png is "
+                                         r'uint16 but the earlier files of this modality were '
+                                         r'uint8'):
+        loader(deep)
+    out = LoadMultiModalImageFromFiles(channels=dict(depth=1))(deep)  # 16-bit throughout: fine
+    assert out['img'].dtype == np.float32 and out['img'][..., 3].max() > 255

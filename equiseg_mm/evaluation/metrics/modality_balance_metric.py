@@ -33,7 +33,8 @@ DEFINITIONS = OrderedDict([
     ('balance_min_max', 'min_m single_m / max_m single_m (1 = balanced)'),
     ('balance_cv', 'std_m(single_m) / mean_m(single_m), population std (0 = balanced)'),
     ('balance_entropy', '-sum_m q_m ln q_m / ln N, q_m = max(delta_m, 0) / sum_j max(delta_j, 0) '
-                        '(1 = every modality contributes equally, 0 = one modality carries all)'),
+                        '(1 = every modality contributes equally, 0 = one modality carries all; '
+                        'absent when no modality has a positive delta)'),
     ('<setting>/...', 'the same figures for RMM@r (each element of a missing modality zeroed '
                       'with probability r) and NM@d (salt-and-pepper noise of density d on every '
                       'modality); an RMM setting without its own full pass uses the EMM full '
@@ -329,7 +330,7 @@ class ModalityBalanceMetric(BaseMetric):
             if pos.sum() > 0:
                 q = pos / pos.sum()
                 q = q[q > 0]
-                out['balance_entropy'] = float(-(q * np.log(q)).sum() / np.log(n))
+                out['balance_entropy'] = max(0.0, float(-(q * np.log(q)).sum() / np.log(n)))
         return out
 
     def _log(self, summary: dict, warn: List[str]) -> None:

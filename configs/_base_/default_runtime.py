@@ -18,4 +18,6 @@ randomness = dict(seed=0, diff_rank_seed=True)
 # FiniteLossHook: stop at the first NaN/Inf loss, before a broken checkpoint is saved.
 # RNGStateHook: checkpoints carry every random state, so a resumed run ends where the
 # uninterrupted run ends (docs/en/user_guides/reproducibility.md). Both in equiseg_mm/engine.
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]
+# ClassOrderHook: a checkpoint trained on other classes (number, names or order) is an error.
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook'),
+                dict(type='ClassOrderHook')]

@@ -81,6 +81,25 @@ def test_test_writes_report_label_maps_and_paintings(trained, tmp_path):
     assert len(glob.glob(osp.join(str(show_dir), '**', '*.png'), recursive=True)) == 4
 
 
+def test_test_refuses_a_checkpoint_of_other_class_order(trained, tmp_path):
+    """tools/test.py with a checkpoint whose recorded classes are in another order: an error
+    (ClassOrderHook), not per-class figures under the wrong names."""
+    import torch
+    from equiseg_mm.utils import load_checkpoint_file
+    assert trained.proc.returncode == 0, describe(trained.proc)
+    ckpt = load_checkpoint_file(trained.checkpoint)
+    classes = list(ckpt['meta']['dataset_meta']['classes'])
+    classes[0], classes[1] = classes[1], classes[0]
+    ckpt['meta']['dataset_meta']['classes'] = tuple(classes)
+    swapped = str(tmp_path / 'swapped.pth')
+    torch.save(ckpt, swapped)
+    proc = run_tool([PYTHON, osp.join(TOOLS, 'test.py'), trained.config, swapped,
+                     '--work-dir', tmp_path / 'w', '--cfg-options', 'test_cfg.subsets=[[rgb]]'],
+                    cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "differ at 0: 'Fence' vs 'Building'" in proc.stderr, describe(proc)
+
+
 @pytest.mark.parametrize('tool', ['train', 'test'])
 def test_missing_config_fails_with_its_path(tool, tmp_path, tiny_config, monkeypatch, capsys):
     missing = str(tmp_path / 'no_such_config.py')

@@ -303,3 +303,17 @@ def test_a_checkpoint_of_another_class_count_is_refused(world, tmp_path):
     assert torch.equal(other.decode_head.conv_seg.weight, fresh)
     assert torch.equal(other.backbone.branches[0].layers[0][0].projection.weight,
                        model.backbone.branches[0].layers[0][0].projection.weight)
+
+
+def test_other_input_channels_through_the_whole_model_name_the_modality_lists(world, tmp_path):
+    """The segmentor lets the backbone name both modality lists before its own shape check."""
+    model, _ = world
+    ckpt = str(tmp_path / 'rgbdel.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    data_root = model.cfg.test_dataloader.dataset.data_root
+    one_channel_depth = {**tiny_options(data_root), 'model.backbone.in_channels': [3, 1, 3, 3],
+                         'model.data_preprocessor.channels': [3, 1, 3, 3]}
+    with pytest.raises(ValueError, match=r'input channels \[3, 3, 3, 3\], this model has '
+                                         r"\['rgb', 'depth', 'event', 'lidar'\] with input "
+                                         r'channels \[3, 1, 3, 3\]'):
+        init_multimodal_model(CONFIG, ckpt, cfg_options=one_channel_depth)

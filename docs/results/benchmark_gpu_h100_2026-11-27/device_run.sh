@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device check (2026-11-27 evening): benchmark GPU rows of today's models (batch 1 and 8), AMP
+# Device check: benchmark GPU rows of the models of commit 2c27e05 (batch 1 and 8), AMP
 # smoke training of the shipped config, then the multi-seed sweep of the shipped models.
 set -u
 T0=$(date +%s)

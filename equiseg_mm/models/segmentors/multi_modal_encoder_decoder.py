@@ -34,6 +34,11 @@ class MultiModalEncoderDecoder(EncoderDecoder):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if not getattr(self.backbone, 'partial_checkpoint', False):
+            # a multimodal backbone's own check first: it names the modality lists
+            check = getattr(self.backbone, '_check_checkpoint_branches', None)
+            if check is not None:
+                metadata = getattr(state_dict, '_metadata', {}) or {}
+                check(state_dict, prefix + 'backbone.', metadata.get(prefix + 'backbone', {}))
             own = self.state_dict()
             bad = [f'{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}'
                    for k, v in ((k[len(prefix):], v) for k, v in state_dict.items()

@@ -29,6 +29,24 @@ and rain (RGB dimmer with streaks, some lidar noise). Sensor-failure cases are b
 sequences whose folder name ends with the case name (``seq03_motionblur``), using
 :func:`~equiseg_mm.datasets.transforms.simulate_sensor_failure.corrupt_modality`; event frames of
 the ``eventlowres`` case are written smaller than the RGB frame, as in DeLiVER.
+
+A second scene preset, ``scene='street'``, has another modality structure, closer to DeLiVER's:
+RGB tells *every* class pair apart by day (each class has its own colour), so RGB alone reaches
+most of the full-modality mIoU on clear frames; depth (Building / Wall), lidar (Fence /
+Vegetation) and events (Pedestrian / Pole) repeat one pair's cue each, and they keep it at night
+(RGB nearly black), in thick fog (RGB washed out) and in the RGB motion-blur failure case, where RGB loses it.
+Road / SideWalk is told apart by RGB only. Half the frames are at night or in fog (conditions
+sun, night, sun, fog). The other modalities and every geometric draw are those of the
+complementary scene.
+
+============================  ====================  =======================================
+class pair                    modalities            cue
+============================  ====================  =======================================
+Road / SideWalk               rgb                   colour
+Building / Wall               rgb, depth            colour; distance band
+Fence / Vegetation            rgb, lidar            colour; reflectance and second echo
+Pedestrian / Pole             rgb, event            colour; motion
+============================  ====================  =======================================
 """
 import json
 import os
@@ -77,6 +95,11 @@ _GROUP_RGB[SIDEWALK] = (175, 150, 110)            # colour pair: the only RGB di
 _GROUP_RGB[[BUILDING, WALL]] = (125, 115, 165)
 _GROUP_RGB[[FENCE, VEGETATION]] = (60, 120, 55)
 _GROUP_RGB[[PEDESTRIAN, POLE]] = (225, 175, 45)
+# The street scene: every class its own colour (RGB separates all four pairs by day).
+_STREET_RGB = _GROUP_RGB.copy()
+_STREET_RGB[WALL] = (165, 120, 105)
+_STREET_RGB[FENCE] = (105, 115, 140)
+_STREET_RGB[PEDESTRIAN] = (200, 70, 75)
 _LIDAR_INTENSITY = np.zeros(_MAX_ID, np.float32)
 _LIDAR_INTENSITY[[ROAD, SIDEWALK]] = 90
 _LIDAR_INTENSITY[[BUILDING, WALL]] = 150
@@ -96,6 +119,24 @@ _GROUPS = (
     ((PEDESTRIAN, POLE), (2, 6), (0.035, 0.07), (0.18, 0.38), (0.10, 0.60)),
 )
 _MOVING = (PEDESTRIAN, )
+#: (class A, class B, the modalities that tell them apart, the cues) of the street scene.
+STREET_PAIRS = (
+    ('Road', 'SideWalk', 'rgb', 'colour: grey asphalt vs sandy paving'),
+    ('Building', 'Wall', 'rgb+depth', 'colour; distance: 40-80 m vs 6-15 m'),
+    ('Fence', 'Vegetation', 'rgb+lidar', 'colour; reflectance and second echo'),
+    ('Pedestrian', 'Pole', 'rgb+event', 'colour; motion (pedestrians fire events)'),
+)
+#: Scene presets: the RGB colour table, the default conditions, the night gain range, the fog's
+#: blend range towards grey and its sensor noise (std), the class pairs with the modalities that separate them, and
+#: the folder the configs and tools read the scene from.
+SCENES = dict(
+    complementary=dict(data_root='data/synthetic_deliver', rgb=_GROUP_RGB,
+                       conditions=('sun', 'night', 'fog'), night_gain=(0.12, 0.2),
+                       fog_alpha=(0.55, 0.7), fog_noise=0.0, pairs=COMPLEMENTARY_PAIRS),
+    street=dict(data_root='data/synthetic_street', rgb=_STREET_RGB,
+                conditions=('sun', 'night', 'sun', 'fog'), night_gain=(0.03, 0.06),
+                fog_alpha=(0.9, 0.95), fog_noise=6.0, pairs=STREET_PAIRS),
+)
 _CAMERA_HEIGHT = 1.6      # metres, for the ground plane's depth
 _DISPARITY_NEAR = 3.0     # metres: disparity channel = 255 * min(1, 3 / depth)
 _HEIGHT_SCALE = 30.0      # metres: height channel = 255 * min(1, height / 30)
@@ -113,7 +154,8 @@ def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def _render_scene(rng: np.random.Generator, h: int, w: int) -> Dict[str, np.ndarray]:
+def _render_scene(rng: np.random.Generator, h: int, w: int,
+                  rgb_table: np.ndarray = _GROUP_RGB) -> Dict[str, np.ndarray]:
     """Render one clean scene: label ids and float rgb (RGB order), depth, event, lidar."""
     rows = np.arange(h, dtype=np.float32)[:, None]
     cols = np.arange(w, dtype=np.float32)[None, :]
@@ -174,7 +216,7 @@ def _render_scene(rng: np.random.Generator, h: int, w: int) -> Dict[str, np.ndar
         angle[sl] = 150.0
 
     # RGB (RGB order): group colour x region gain + texture; sky is a vertical gradient.
-    rgb = _GROUP_RGB[label] * gain[..., None]
+    rgb = rgb_table[label] * gain[..., None]
     sky_t = np.clip(rows / max(horizon, 1), 0, 1)[..., None]
     sky = (1 - sky_t) * np.array([110, 160, 220], np.float32) + \
         sky_t * np.array([185, 210, 235], np.float32)
@@ -214,20 +256,24 @@ def _render_scene(rng: np.random.Generator, h: int, w: int) -> Dict[str, np.ndar
     return dict(label=label, rgb=rgb, depth=depth_img, event=event, lidar=lidar)
 
 
-def _apply_condition(scene: Dict[str, np.ndarray], condition: str,
-                     rng: np.random.Generator) -> None:
+def _apply_condition(scene: Dict[str, np.ndarray], condition: str, rng: np.random.Generator,
+                     night_gain: Tuple[float, float] = (0.12, 0.2),
+                     fog_alpha: Tuple[float, float] = (0.55, 0.7),
+                     fog_noise: float = 0.0) -> None:
     """Apply a weather/lighting condition in place; all draws are class-independent."""
     h, w = scene['label'].shape
     rgb, lidar, event = scene['rgb'], scene['lidar'], scene['event']
     noise_density = 0.004
     if condition == 'night':
-        rgb *= rng.uniform(0.12, 0.2)
+        rgb *= rng.uniform(*night_gain)
         rgb += rng.normal(0, 3, rgb.shape)
         noise_density = 0.012
     elif condition == 'fog':
-        alpha = rng.uniform(0.55, 0.7)
+        alpha = rng.uniform(*fog_alpha)
         rgb *= 1 - alpha
         rgb += alpha * 190.0
+        if fog_noise > 0:  # no draw otherwise: the complementary scene's files stay as they are
+            rgb += rng.normal(0, fog_noise, rgb.shape)
         lidar *= (rng.random((h, w)) > 0.25)[..., None]
         spurious = rng.random((h, w)) < 0.05
         lidar[spurious] = np.stack([rng.uniform(30, 200, (h, w)), rng.uniform(0, 180, (h, w)),
@@ -275,8 +321,9 @@ def _plan_split(split: str, num: int, conditions: Sequence[str], cases: Sequence
 
 
 def _meta(seed: int, size: Tuple[int, int], counts: Dict[str, int], conditions: Sequence[str],
-          cases: Sequence[str], failure_severity: int, frames_per_sequence: int) -> dict:
-    return dict(
+          cases: Sequence[str], failure_severity: int, frames_per_sequence: int,
+          scene: str = 'complementary') -> dict:
+    meta = dict(
         # the name recorded in every synthetic_meta.json (existing datasets keep matching)
         generator='equiseg_mm.datasets.make_synthetic_deliver',
         format_version=1,
@@ -302,8 +349,11 @@ def _meta(seed: int, size: Tuple[int, int], counts: Dict[str, int], conditions: 
         classes=[dict(name=DELIVER_CLASSES[i], deliver_id=i, raw_label=i + 1,
                       palette=list(DELIVER_PALETTE[i])) for i in SYNTHETIC_CLASS_IDS],
         pairs=[dict(classes=[a, b], separated_by=m, cue=cue) for a, b, m, cue in
-               COMPLEMENTARY_PAIRS],
+               SCENES[scene]['pairs']],
     )
+    if scene != 'complementary':  # the complementary scene's meta file is as it always was
+        meta['scene'] = scene
+    return meta
 
 
 _META_FILE = 'synthetic_meta.json'
@@ -439,14 +489,15 @@ def _move_into_place(partial: str, root: str) -> None:
 
 
 def _write_dataset(out: str, meta: dict, plans: dict, seed: int, size: Tuple[int, int],
-                   failure_severity: int) -> None:
+                   failure_severity: int, scene: str = 'complementary') -> None:
     h, w = size
+    preset = SCENES[scene]
     for split_idx, idx, frame, condition, case, sequence in _samples(plans):
         rng = np.random.default_rng([seed, split_idx, idx])
-        scene = _render_scene(rng, h, w)
-        _apply_condition(scene, condition, rng)
-        arrays = dict(rgb=_to_uint8(scene['rgb']), depth=_to_uint8(scene['depth']),
-                      event=_to_uint8(scene['event']), lidar=_to_uint8(scene['lidar']))
+        frame_data = _render_scene(rng, h, w, preset['rgb'])
+        _apply_condition(frame_data, condition, rng, preset['night_gain'], preset['fog_alpha'],
+                         preset['fog_noise'])
+        arrays = {m: _to_uint8(frame_data[m]) for m in ('rgb', 'depth', 'event', 'lidar')}
         if case != 'clean':
             target = FAILURE_CASES[case]
             arrays[target] = corrupt_modality(
@@ -454,7 +505,7 @@ def _write_dataset(out: str, meta: dict, plans: dict, seed: int, size: Tuple[int
                 np.random.default_rng([seed, split_idx, idx, 1]),
                 keep_size=case != 'eventlowres')
         semantic = np.zeros((h, w, 3), np.uint8)
-        semantic[..., 2] = scene['label'] + 1        # R channel of the file (cv2 is BGR)
+        semantic[..., 2] = frame_data['label'] + 1        # R channel of the file (cv2 is BGR)
         arrays['rgb'] = np.ascontiguousarray(arrays['rgb'][..., ::-1])  # RGB -> cv2 BGR
         arrays['semantic'] = semantic
         paths = _sample_files(out, SPLITS[split_idx], frame, condition, sequence)
@@ -471,11 +522,12 @@ def make_synthetic_deliver(root: str,
                            num_test: int = 48,
                            size: Tuple[int, int] = (96, 128),
                            seed: int = 0,
-                           conditions: Sequence[str] = ('sun', 'night', 'fog'),
+                           conditions: Optional[Sequence[str]] = None,
                            cases: Sequence[str] = DELIVERDataset.CASES,
                            failure_severity: int = 4,
                            frames_per_sequence: int = 4,
-                           overwrite: bool = False) -> dict:
+                           overwrite: bool = False,
+                           scene: str = 'complementary') -> dict:
     """Write a small synthetic dataset in the DeLiVER layout, readable by ``DELIVERDataset``.
 
     Files: ``root/{img,hha,event,lidar,semantic}/<condition>/<split>/<sequence>/
@@ -504,8 +556,9 @@ def make_synthetic_deliver(root: str,
         num_test (int): Test samples. Defaults to 48.
         size (tuple[int, int]): (H, W) of the frames. Defaults to (96, 128).
         seed (int): Seed of every random draw, >= 0. Defaults to 0.
-        conditions (Sequence[str]): Conditions to cycle through, of 'cloud', 'fog', 'night',
-            'rain', 'sun'. Defaults to ('sun', 'night', 'fog').
+        conditions (Sequence[str], optional): Conditions to cycle through, of 'cloud', 'fog',
+            'night', 'rain', 'sun'. Defaults to the scene's: ('sun', 'night', 'fog') for
+            'complementary', ('sun', 'night', 'sun', 'fog') for 'street'.
         cases (Sequence[str]): Failure cases for val/test, of 'motionblur', 'overexposure',
             'underexposure', 'lidarjitter', 'eventlowres'. Defaults to all five.
         failure_severity (int): Severity 1..5 of the baked failures (see
@@ -516,22 +569,32 @@ def make_synthetic_deliver(root: str,
             modality folders and the meta file are replaced; other files stay), and rewrite even
             a complete copy of this dataset. Without it, a ``root`` holding an incomplete copy of
             this very dataset is rewritten. Defaults to False.
+        scene (str): Scene preset (:data:`SCENES`): 'complementary' (each class pair told apart
+            by one modality only) or 'street' (RGB tells every pair apart by day; depth, lidar
+            and events repeat one pair's cue each and keep it at night and in fog). See the
+            module docstring. Defaults to 'complementary'.
 
     Returns:
         dict: Summary: ``root``, ``seed``, ``size``, ``num_samples`` per split, ``conditions``
         and ``cases`` (per split: name -> samples), ``classes`` (names in label order),
-        ``pairs`` (class A, class B, modality) and ``meta_path``.
+        ``pairs`` (class A, class B, separating modalities joined by '+'), ``scene`` and
+        ``meta_path``.
 
     Raises:
-        ValueError: A bad count, size, seed, condition, case, severity, frames_per_sequence or
-            overwrite.
+        ValueError: A bad count, size, seed, condition, case, severity, frames_per_sequence,
+            overwrite or scene.
         FileExistsError: ``root`` is not empty, holds something else and ``overwrite`` is False,
             or it is a file.
     """
+    if not isinstance(scene, str) or scene not in SCENES:
+        raise ValueError(f'unknown scene {scene!r}; allowed values are {list(SCENES)}')
+    if conditions is None:
+        conditions = SCENES[scene]['conditions']
     counts, size, seed, conditions, cases, failure_severity, frames_per_sequence = \
         _check_arguments(root, dict(train=num_train, val=num_val, test=num_test), size, seed,
                          conditions, cases, failure_severity, frames_per_sequence, overwrite)
-    meta = _meta(seed, size, counts, conditions, cases, failure_severity, frames_per_sequence)
+    meta = _meta(seed, size, counts, conditions, cases, failure_severity, frames_per_sequence,
+                 scene)
     plans = {split: _plan_split(split, counts[split], conditions, cases, frames_per_sequence)
              for split in SPLITS}
     per_condition = {s: {} for s in SPLITS}
@@ -543,7 +606,7 @@ def make_synthetic_deliver(root: str,
     root = osp.abspath(os.fspath(root))
     summary = dict(root=root, seed=seed, size=size, num_samples=counts, conditions=per_condition,
                    cases=per_case, classes=[DELIVER_CLASSES[i] for i in SYNTHETIC_CLASS_IDS],
-                   pairs=[(a, b, m) for a, b, m, _ in COMPLEMENTARY_PAIRS],
+                   pairs=[(a, b, m) for a, b, m, _ in SCENES[scene]['pairs']], scene=scene,
                    meta_path=osp.join(root, _META_FILE))
     if not overwrite and _is_complete(root, meta, plans):
         return summary
@@ -554,7 +617,7 @@ def make_synthetic_deliver(root: str,
     partial = tempfile.mkdtemp(prefix=f'.{osp.basename(root)}{_PARTIAL}{os.getpid()}-',
                                dir=osp.dirname(root))
     try:
-        _write_dataset(partial, meta, plans, seed, size, failure_severity)
+        _write_dataset(partial, meta, plans, seed, size, failure_severity, scene)
         _move_into_place(partial, root)
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # gone already unless something failed
@@ -568,4 +631,4 @@ def _write(path: str, array: np.ndarray) -> None:
 
 
 __all__ = ['make_synthetic_deliver', 'DELIVER_CLASSES', 'DELIVER_PALETTE',
-           'SYNTHETIC_CLASS_IDS', 'COMPLEMENTARY_PAIRS']
+           'SYNTHETIC_CLASS_IDS', 'COMPLEMENTARY_PAIRS', 'STREET_PAIRS', 'SCENES']

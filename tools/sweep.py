@@ -4,13 +4,16 @@
     python tools/sweep.py --preset demo --seeds 0 1 2 --max-iters 400
     # the same three models x modality dropout 0 / 0.15 / 0.3 / 0.5
     python tools/sweep.py --preset dropout --seeds 0 1 2 --max-iters 400 --jobs 2
+    # the defaults' sweep (neck x SGM x modality dropout) on the second task, the street scene
+    python tools/sweep.py --preset defaults --scene street --seeds 0 1 2 --max-iters 400 --jobs 2
     # your own variants: NAME CONFIG [KEY=VALUE ...] (cfg-options of that variant)
     python tools/sweep.py --variant b0 configs/equiseg/equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py \\
         --variant b0-md configs/equiseg/equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py \\
         model.data_preprocessor.modality_dropout=0.3 --seeds 0 1 2
 
 Every (variant, seed) run trains with ``randomness.seed=seed`` on the same synthetic data
-(generated with seed 0 if missing) and runs the config's test loop; its figures are written to
+(generated with seed 0 if missing; ``--scene`` picks the generator's scene preset, each with its
+own default folder) and runs the config's test loop; its figures are written to
 ``<work-dir>/<variant>/seed<k>/result.json``, and a finished run is not repeated when the sweep is
 started again with the same settings. ``--jobs`` runs that many at once in subprocesses (each with
 ``cores / jobs`` threads). The table (also ``<work-dir>/table.md`` and ``results.json``) gives
@@ -27,6 +30,7 @@ import time
 
 import _common  # noqa: F401,I001  (first: EQUISEG_COMPAT=all, quiet stack warnings)
 import numpy as np
+from _synthetic_deliver import SCENES
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SYNTHETIC = osp.join(ROOT, 'configs', 'equiseg', 'equiseg_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')
@@ -37,12 +41,29 @@ _MODELS = [
     ('earlyfusion', osp.join(ROOT, 'configs', 'baselines',
                              'earlyfusion_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')),
 ]
+PAPERNECK = osp.join(ROOT, 'configs', 'equiseg',
+                     'equiseg-paperneck_mit-b0_1xb8-1k_synthetic-rgbdel-96x96.py')
+_NO_SGM = {'model.auxiliary_head': None}
+#: the per-modality dropout rates of the ``defaults`` preset: the colour camera, which carries
+#: most classes on the street scene, is dropped more often than the others
+PER_MODALITY_DROPOUT = {'rgb': 0.3, 'depth': 0.15, 'event': 0.15, 'lidar': 0.15}
 PRESETS = {
     # the demo's comparison, each config as shipped
     'demo': [(name, config, {}) for name, config in _MODELS],
     # the same three models, each at four modality-dropout rates
     'dropout': [(f'{name}-md{rate}', config, {'model.data_preprocessor.modality_dropout': rate})
                 for name, config in _MODELS for rate in (0.0, 0.15, 0.3, 0.5)],
+    # the shipped defaults' evidence: the paper's CMTB with and without SGM, the shipped neck,
+    # and modality dropout 0.15 / 0.3 / per-modality on the paper's block
+    'defaults': [
+        ('paper', PAPERNECK, {}),
+        ('paper-nosgm', PAPERNECK, _NO_SGM),
+        ('shipped', SYNTHETIC, {}),
+        ('paper-md0.15', PAPERNECK, {'model.data_preprocessor.modality_dropout': 0.15}),
+        ('paper-md0.3', PAPERNECK, {'model.data_preprocessor.modality_dropout': 0.3}),
+        ('paper-mdpm', PAPERNECK, {'model.data_preprocessor.modality_dropout':
+                                   PER_MODALITY_DROPOUT}),
+    ],
 }
 
 
@@ -106,7 +127,11 @@ def parse_args(argv=None):
     parser.add_argument('--max-iters', type=int, default=None,
                         help='schedule length of every run (warm-up and decay scaled)')
     parser.add_argument('--jobs', type=int, default=1, help='runs at once (subprocesses)')
-    parser.add_argument('--data-root', default='data/synthetic_deliver')
+    parser.add_argument('--scene', default='complementary', choices=sorted(SCENES),
+                        help='the synthetic task: the generator\'s scene preset')
+    parser.add_argument('--data-root', default=None,
+                        help='default: data/synthetic_deliver (complementary scene), '
+                        'data/synthetic_street (street scene)')
     parser.add_argument('--work-dir', default=None,
                         help='default: work_dirs/sweep_<preset or "custom">')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
@@ -137,7 +162,10 @@ def parse_args(argv=None):
     if args.jobs < 1:
         parser.error('--jobs must be at least 1')
     args.variants = variants
-    args.work_dir = args.work_dir or osp.join('work_dirs', f'sweep_{args.preset or "custom"}')
+    args.data_root = args.data_root or SCENES[args.scene]['data_root']
+    args.work_dir = args.work_dir or osp.join(
+        'work_dirs', f'sweep_{args.preset or "custom"}'
+        + ('' if args.scene == 'complementary' else f'_{args.scene}'))
     return args
 
 
@@ -171,7 +199,7 @@ def main(argv=None):
         _run_one(args.run_one)
         return
     from _synthetic_deliver import make_synthetic_deliver
-    make_synthetic_deliver(args.data_root, seed=0)
+    make_synthetic_deliver(args.data_root, seed=0, scene=args.scene)
     specs = []
     for seed in args.seeds:  # seed-major: a stopped sweep has every variant at the same seeds
         for name, config, options in args.variants:

@@ -47,6 +47,19 @@ def test_presets_and_variant_arguments():
     assert args.variants == [('x', config, {'model.neck.cross_sr_ratios': None, 'a.b': [1, 2]})]
 
 
+def test_defaults_preset_and_scene():
+    args = sweep.parse_args(['--preset', 'defaults', '--scene', 'street'])
+    variants = {v[0]: v for v in args.variants}
+    assert args.data_root == 'data/synthetic_street'
+    assert args.work_dir == osp.join('work_dirs', 'sweep_defaults_street')
+    assert variants['paper'][1] == sweep.PAPERNECK and variants['shipped'][1] == sweep.SYNTHETIC
+    assert variants['paper-nosgm'][2] == {'model.auxiliary_head': None}
+    assert variants['paper-mdpm'][2]['model.data_preprocessor.modality_dropout']['rgb'] == 0.3
+    args = sweep.parse_args(['--preset', 'defaults'])
+    assert args.data_root == 'data/synthetic_deliver'
+    assert args.work_dir == osp.join('work_dirs', 'sweep_defaults')
+
+
 def test_tuple_options_survive_the_spec_round_trip(tmp_path, monkeypatch):
     """A finished run is recognised although its spec.json turned tuples into lists."""
     import json

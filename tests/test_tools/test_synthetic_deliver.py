@@ -16,7 +16,8 @@ from _synthetic_deliver import make_synthetic_deliver
 from equiseg_mm.datasets import DELIVERDataset
 import _synthetic_deliver as synthetic_deliver
 from _synthetic_deliver import (COMPLEMENTARY_PAIRS, DELIVER_CLASSES,
-                                                   DELIVER_PALETTE, SYNTHETIC_CLASS_IDS)
+                                                   DELIVER_PALETTE, STREET_PAIRS,
+                                                   SYNTHETIC_CLASS_IDS)
 
 SIZE = (48, 64)
 SMALL = dict(num_train=3, num_val=6, num_test=0, size=SIZE, frames_per_sequence=1,
@@ -167,6 +168,65 @@ def test_modalities_are_complementary(tmp_path):
                 assert diff < 15, (a, b, modality, diff)
 
 
+def _pair_differences(root):
+    """{(class A, class B, modality): largest channel difference of the two classes' means}."""
+    pixels = {}
+    for rel in rgb_files(root):
+        label = read(root, rel, 'label')[..., 2].astype(int) - 1
+        for modality in ('rgb', 'depth', 'event', 'lidar'):
+            arr = read(root, rel, modality).astype(float)
+            for cls in np.unique(label):
+                pixels.setdefault((cls, modality), []).append(arr[label == cls])
+    out = {}
+    for a, b, _, _ in STREET_PAIRS:
+        for modality in ('rgb', 'depth', 'event', 'lidar'):
+            xa = np.concatenate(pixels[(ID[a], modality)])
+            xb = np.concatenate(pixels[(ID[b], modality)])
+            out[(a, b, modality)] = np.abs(xa.mean(0) - xb.mean(0)).max()
+    return out
+
+
+def test_street_scene_rgb_separates_every_pair_by_day_and_others_repeat_one_cue(tmp_path):
+    """The street scene: by day RGB tells every pair apart; depth, lidar and events each tell
+    their one pair apart (and nothing else); at night RGB's differences all but vanish."""
+    day = str(tmp_path / 'day')
+    summary = make_synthetic_deliver(day, num_train=40, num_val=0, num_test=0, size=SIZE,
+                                     seed=0, conditions=('sun', ), scene='street')
+    assert summary['scene'] == 'street'
+    assert [p[2] for p in summary['pairs']] == ['rgb', 'rgb+depth', 'rgb+lidar', 'rgb+event']
+    meta = json.load(open(osp.join(day, 'synthetic_meta.json')))
+    assert meta['scene'] == 'street'
+    diff = _pair_differences(day)
+    for a, b, separating, _ in STREET_PAIRS:
+        for modality in ('rgb', 'depth', 'event', 'lidar'):
+            if modality in separating.split('+'):
+                assert diff[(a, b, modality)] > 25, (a, b, modality, diff[(a, b, modality)])
+            else:
+                assert diff[(a, b, modality)] < 15, (a, b, modality, diff[(a, b, modality)])
+    night = str(tmp_path / 'night')
+    make_synthetic_deliver(night, num_train=40, num_val=0, num_test=0, size=SIZE, seed=0,
+                           conditions=('night', ), scene='street')
+    diff_night = _pair_differences(night)
+    for a, b, separating, _ in STREET_PAIRS:
+        assert diff_night[(a, b, 'rgb')] < 0.1 * diff[(a, b, 'rgb')], (a, b)
+        for modality in separating.split('+')[1:]:   # the other sensor keeps its cue at night
+            assert diff_night[(a, b, modality)] > 25, (a, b, modality)
+
+
+def test_street_scene_defaults_and_the_complementary_meta_file(tmp_path):
+    """Half the street frames are at night or in fog; the complementary scene's meta file has
+    no scene key (existing datasets keep matching), the street scene's has one."""
+    summary = make_synthetic_deliver(str(tmp_path / 's'), num_train=8, num_val=0, num_test=0,
+                                     size=(16, 16), frames_per_sequence=1, scene='street')
+    assert summary['conditions']['train'] == dict(sun=4, night=2, fog=2)
+    make_synthetic_deliver(str(tmp_path / 'c'), num_train=1, num_val=0, num_test=0,
+                           size=(16, 16))
+    assert 'scene' not in json.load(open(str(tmp_path / 'c' / 'synthetic_meta.json')))
+    with pytest.raises(FileExistsError, match='other settings'):   # another scene: refused
+        make_synthetic_deliver(str(tmp_path / 'c'), num_train=1, num_val=0, num_test=0,
+                               size=(16, 16), scene='street')
+
+
 def test_refuses_to_overwrite_something_else(tmp_path):
     root = tmp_path / 'data'
     root.mkdir()
@@ -204,6 +264,8 @@ def test_refuses_to_overwrite_something_else(tmp_path):
     (dict(frames_per_sequence=0), 'frames_per_sequence'),
     (dict(frames_per_sequence=2.0), 'frames_per_sequence'),
     (dict(overwrite='yes'), 'overwrite'),
+    (dict(scene='city'), r"unknown scene 'city'.*'complementary', 'street'"),
+    (dict(scene=['street']), 'unknown scene'),
 ])
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -54,7 +54,8 @@ PRESETS = {
     'dropout': [(f'{name}-md{rate}', config, {'model.data_preprocessor.modality_dropout': rate})
                 for name, config in _MODELS for rate in (0.0, 0.15, 0.3, 0.5)],
     # the shipped defaults' evidence: the paper's CMTB with and without SGM, the shipped neck,
-    # and modality dropout 0.15 / 0.3 / per-modality on the paper's block
+    # modality dropout 0.15 / 0.3 / per-modality on the paper's block, and the dead-sensor
+    # recipe (the shipped neck with dropout 0.15)
     'defaults': [
         ('paper', PAPERNECK, {}),
         ('paper-nosgm', PAPERNECK, _NO_SGM),
@@ -63,6 +64,7 @@ PRESETS = {
         ('paper-md0.3', PAPERNECK, {'model.data_preprocessor.modality_dropout': 0.3}),
         ('paper-mdpm', PAPERNECK, {'model.data_preprocessor.modality_dropout':
                                    PER_MODALITY_DROPOUT}),
+        ('shipped-md0.15', SYNTHETIC, {'model.data_preprocessor.modality_dropout': 0.15}),
     ],
 }
 

@@ -1,4 +1,7 @@
 # EQUISeg, MiT-B0 branches, MUSES frame camera + event camera + lidar (projected), 19 classes.
+# The paper's training: its CMTB, the SGM, no modality dropout (what each costs and buys on
+# the two synthetic tasks: docs/en/benchmarks.md#defaults-on-two-tasks-cpu). For sensors that
+# stay dead for long stretches: model.data_preprocessor.modality_dropout=0.15 (equiseg-md0.15_*).
 _base_ = [
     '../_base_/models/equiseg_mit-b0.py', '../_base_/datasets/muses.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k.py'

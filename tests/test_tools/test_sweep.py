@@ -54,6 +54,7 @@ def test_defaults_preset_and_scene():
     assert args.work_dir == osp.join('work_dirs', 'sweep_defaults_street')
     assert variants['paper'][1] == sweep.PAPERNECK and variants['shipped'][1] == sweep.SYNTHETIC
     assert variants['paper-nosgm'][2] == {'model.auxiliary_head': None}
+    assert 'shipped-md0.15' in variants
     assert variants['paper-mdpm'][2]['model.data_preprocessor.modality_dropout']['rgb'] == 0.3
     args = sweep.parse_args(['--preset', 'defaults'])
     assert args.data_root == 'data/synthetic_deliver'

@@ -14,6 +14,6 @@ check_versions()
 compat.enable_from_env()
 compat.require_mmcv_ops()
 
-from . import datasets, engine, evaluation, models  # noqa: E402,F401  (registration)
+from . import datasets, deploy, engine, evaluation, models  # noqa: E402,F401  (registration)
 
 __all__ = ['__version__', 'check_versions', 'compat']

@@ -6,6 +6,10 @@ The modality flags come from the config: an RGB-D-E-L config offers --rgb, --dep
 
     python tools/infer.py CONFIG CHECKPOINT --rgb a.png --depth b.png [--event c.png]
         [--lidar d.png] [--modality name=path ...] --out-dir DIR [--device cpu] [--opacity 0.5]
+        [--backend pytorch|onnxruntime]
+
+CHECKPOINT is a PyTorch checkpoint, or with --backend onnxruntime a model exported by
+tools/deployment/pytorch2onnx.py (the same outputs; docs/en/user_guides/deploy.md).
 
 Writes DIR/<stem>.png (label map of class indices) and DIR/<stem>_overlay.png (palette blended
 on the RGB image, or the palette alone without RGB); <stem> is the first given file's name.
@@ -18,7 +22,7 @@ from typing import Dict, List, Optional
 import _common  # noqa: F401  (EQUISEG_COMPAT=all, quiet stack warnings)
 
 _FIXED = ('config', 'checkpoint', 'modality', 'out_dir', 'device', 'opacity', 'name',
-          'cfg_options', 'help')
+          'cfg_options', 'backend', 'help')
 
 
 def _config_modalities(config: str) -> List[str]:
@@ -37,7 +41,7 @@ def _parser(modalities: List[str]) -> argparse.ArgumentParser:
         description='Segment one multimodal frame (absent modality flags = missing sensors)',
         allow_abbrev=False)
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file (.onnx with --backend onnxruntime)')
     group = parser.add_argument_group('modalities of this config')
     for name in modalities:
         group.add_argument(f'--{name}', dest=f'mod_{name}', metavar='PATH',
@@ -49,6 +53,9 @@ def _parser(modalities: List[str]) -> argparse.ArgumentParser:
     parser.add_argument('--device', default='cpu', help="torch device, e.g. 'cpu', 'cuda:0'")
     parser.add_argument('--opacity', type=float, default=0.5,
                         help='palette weight of the overlay on the RGB image, in (0, 1]')
+    parser.add_argument('--backend', choices=('pytorch', 'onnxruntime'),
+                        help='run the PyTorch checkpoint or an exported .onnx file in '
+                             'onnxruntime (default: by the checkpoint\'s extension)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
     return parser
@@ -108,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from equiseg_mm.apis import inference_multimodal, init_multimodal_model, save_prediction
     try:
         model = init_multimodal_model(args.config, args.checkpoint, device=args.device,
-                                      cfg_options=args.cfg_options)
+                                      cfg_options=args.cfg_options, backend=args.backend)
         result = inference_multimodal(model, files)
         stem = args.name or osp.splitext(osp.basename(next(iter(files.values()))))[0]
         rgb_name = getattr(model.data_preprocessor, 'rgb_modality', 'rgb')

@@ -35,6 +35,8 @@ from ..utils import unwrap_model
 from ..utils.checkpoint import load_checkpoint
 
 _LOADER = 'LoadMultiModalImageFromFiles'
+#: The backends of :func:`init_multimodal_model`.
+BACKENDS = ('pytorch', 'onnxruntime')
 
 
 def _dataset_meta_from_config(cfg: Config, num_classes: Optional[int],
@@ -65,10 +67,32 @@ def _dataset_meta_from_config(cfg: Config, num_classes: Optional[int],
                 modalities=tuple(modalities))
 
 
+def resolve_backend(checkpoint: Optional[str], backend: Optional[str] = None) -> str:
+    """'pytorch' or 'onnxruntime': ``backend`` checked, or (None) chosen by the checkpoint's
+    extension (``.onnx`` -> 'onnxruntime').
+
+    Raises:
+        ValueError: An unknown backend, onnxruntime without a ``.onnx`` file, or a ``.onnx``
+            file for PyTorch.
+    """
+    is_onnx = checkpoint is not None and str(checkpoint).lower().endswith('.onnx')
+    if backend is None:
+        return 'onnxruntime' if is_onnx else 'pytorch'
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    if backend == 'onnxruntime' and not is_onnx:
+        raise ValueError(f"backend 'onnxruntime' runs a .onnx file (from "
+                         f'tools/deployment/pytorch2onnx.py), got checkpoint {checkpoint!r}')
+    if backend == 'pytorch' and is_onnx:
+        raise ValueError(f"{checkpoint!r} is an ONNX file: use backend 'onnxruntime'")
+    return backend
+
+
 def init_multimodal_model(config: Union[str, Path, Config],
                           checkpoint: Optional[str] = None,
                           device: str = 'cpu',
-                          cfg_options: Optional[dict] = None) -> torch.nn.Module:
+                          cfg_options: Optional[dict] = None,
+                          backend: Optional[str] = None) -> torch.nn.Module:
     """Build a multimodal segmentor from a config and optionally load a checkpoint.
 
     The model is built by mmseg's :func:`mmseg.apis.init_model` (pretrained weights switched
@@ -78,11 +102,22 @@ def init_multimodal_model(config: Union[str, Path, Config],
     checkpoint's ``meta['dataset_meta']`` when it has one, else from the config's dataset (not
     from mmseg's guess by class count, which would name Cityscapes classes here).
 
+    With the ``onnxruntime`` backend the checkpoint is a file written by
+    ``tools/deployment/pytorch2onnx.py``: the model is an
+    :class:`~equiseg_mm.deploy.ORTSegmentor` (the config's data preprocessor and test pipeline,
+    the graph in onnxruntime; no PyTorch model is built), whose ``dataset_meta`` is the one
+    recorded at export (else the config's), and :func:`inference_multimodal` runs it as it runs
+    a PyTorch model.
+
     Args:
         config (str | Path | Config): Config file or object (a Config is copied, not changed).
-        checkpoint (str, optional): Checkpoint file. Defaults to None (random weights).
-        device (str): Torch device, e.g. 'cpu' or 'cuda:0'. Defaults to 'cpu'.
+        checkpoint (str, optional): Checkpoint file, or a ``.onnx`` file. Defaults to None
+            (random weights).
+        device (str): Torch device, e.g. 'cpu' or 'cuda:0' (onnxruntime: its CPU or CUDA
+            provider). Defaults to 'cpu'.
         cfg_options (dict, optional): Config overrides, as ``--cfg-options``. Defaults to None.
+        backend (str, optional): 'pytorch' or 'onnxruntime'. Defaults to None (by the
+            checkpoint's extension).
 
     Returns:
         torch.nn.Module: The segmentor in eval mode on ``device``, with ``cfg`` and
@@ -92,6 +127,7 @@ def init_multimodal_model(config: Union[str, Path, Config],
         FileNotFoundError: The config or checkpoint file does not exist.
         TypeError: ``config`` is neither a path nor a Config, or the model has no multimodal
             data preprocessor.
+        ValueError: A backend that does not fit the checkpoint (see :func:`resolve_backend`).
     """
     if isinstance(config, (str, Path)):
         if not osp.isfile(config):
@@ -104,6 +140,8 @@ def init_multimodal_model(config: Union[str, Path, Config],
     if checkpoint is not None and '://' not in str(checkpoint) and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {str(checkpoint)!r} does not exist')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
+    if resolve_backend(checkpoint, backend) == 'onnxruntime':
+        return _init_onnxruntime_model(cfg, str(checkpoint), device, cfg_options)
     model = init_model(cfg, None, device=device, cfg_options=cfg_options)
     pre = get_multimodal_preprocessor(model, 'init_multimodal_model')
     meta = None
@@ -119,6 +157,23 @@ def init_multimodal_model(config: Union[str, Path, Config],
     model.to(device)
     model.eval()
     return model
+
+
+def _init_onnxruntime_model(cfg: Config, onnx_file: str, device: str,
+                            cfg_options: Optional[dict]) -> torch.nn.Module:
+    """:func:`init_multimodal_model` for a ``.onnx`` file."""
+    from ..deploy import ORTSegmentor
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    model = ORTSegmentor(onnx_file, cfg.model.data_preprocessor, device=device)
+    model.cfg = cfg
+    meta = dict(model.meta.get('dataset_meta') or _dataset_meta_from_config(
+        cfg, model.meta['num_classes'], model.modalities))
+    for key in ('classes', 'modalities'):  # tuples, as in a checkpoint (JSON has lists)
+        if isinstance(meta.get(key), list):
+            meta[key] = tuple(meta[key])
+    model.dataset_meta = meta
+    return model.eval()
 
 
 def _test_pipeline(model: torch.nn.Module) -> List[dict]:

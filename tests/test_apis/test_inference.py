@@ -78,6 +78,35 @@ def test_absent_modality_equals_dataset_path_with_missing_modalities(world, miss
         assert not torch.equal(out.seg_logits.data, full.seg_logits.data)
 
 
+def test_absent_sensors_branches_do_not_run_and_change_nothing(world):
+    """Two of four sensors absent: from the second frame of a size on, their branches do not
+    run, and the prediction is bit-identical to running them on zeros."""
+    model, dataset = world
+    backbone = model.backbone
+    calls = []
+    hooks = [b.register_forward_pre_hook(lambda m, a, n=n: calls.append(n))
+             for n, b in enumerate(backbone.branches)]
+    try:
+        outs = []
+        for idx in (0, 1):
+            files = _files(dataset, idx)
+            calls.clear()
+            outs.append(inference_multimodal(model, dict(rgb=files['rgb'],
+                                                         event=files['event'])))
+        skipped_calls = list(calls)
+        cache, backbone.branch_cache = backbone.branch_cache, None
+        try:
+            ran = inference_multimodal(model, dict(rgb=files['rgb'], event=files['event']))
+        finally:
+            backbone.branch_cache = cache
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert skipped_calls == [0, 2]  # rgb and event only: depth and lidar reuse their outputs
+    assert torch.equal(outs[1].seg_logits.data, ran.seg_logits.data)
+    assert torch.equal(outs[1].pred_sem_seg.data, ran.pred_sem_seg.data)
+
+
 def test_arrays_equal_files_and_grey_arrays_are_repeated(world):
     model, dataset = world
     files = _files(dataset, 0)

@@ -52,6 +52,7 @@ def test_parse_args_defaults(bench, tiny):
     assert (args.configs, args.sizes, args.repeats, args.warmup, args.batch) == \
         ([tiny], [512, 1024], 10, 2, 1)
     assert args.train_repeats == 0 and args.threads is None and args.cfg_options is None
+    assert (args.train, args.crop, args.with_cp, args.amp) == (False, [512, 512], False, None)
     assert args.device == ('cuda' if torch.cuda.is_available() else 'cpu')
     args = bench.parse_args([tiny, SEGFORMER, '--cfg-options', 'model.fast_path=False'])
     assert args.configs == [tiny, SEGFORMER] and args.cfg_options == {'model.fast_path': False}
@@ -153,3 +154,60 @@ def test_get_flops_parts_and_counted_attention(capsys):
     assert info['by_operator']['scaled_dot_product_attention'] > 0
     assert info['by_operator']['avg_pool2d'] > 0
     assert info['params_auxiliary'] == 0  # the SGM head has no parameters
+
+
+def test_train_mode_levers_table_and_json(bench, tiny, tmp_path):
+    """--train with both levers: per config the plain row, each lever and both; seconds per
+    iteration, peak memory and the state size; the levers reach the models."""
+    out = tmp_path / 'train.json'
+    result = bench.main([tiny, SEGFORMER, '--train', '--crop', '64', '96', '--batch', '2',
+                         '--with-cp', '--amp', 'bf16', '--repeats', '1', '--warmup', '0',
+                         '--threads', '1', '--device', 'cpu', '--out', str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    settings = result['settings']
+    assert settings['mode'] == 'train' and settings['crop'] == [64, 96]
+    assert (settings['batch'], settings['with_cp'], settings['amp']) == (2, True, 'bf16')
+    rows = result['results']
+    levers = ['plain', 'with_cp', 'amp bf16', 'with_cp + amp bf16']
+    assert list(rows) == [f'{name} [{lever}]' for name in ('tiny_equiseg', SEGFORMER_LABEL)
+                          for lever in levers]
+    for name, row in rows.items():
+        assert len(row['train_iter_s']['runs']) == 1 and row['train_iter_s']['median'] > 0
+        assert row['peak_memory_bytes'] is None or row['peak_memory_bytes'] >= 0
+        assert row['state_bytes'] == 3 * 4 * row['params']  # fp32 weights + AdamW moments
+        assert row['with_cp'] == ('with_cp' in name) and row['amp'] == \
+            ('bf16' if 'amp' in name else None)
+    assert rows[f'{SEGFORMER_LABEL} [plain]']['ratio']['train_iter'] == 1.0
+    table = bench.format_train_table(result)
+    assert 'crop 64x96, batch 2, cpu, 1 threads' in table and 'x plain' in table
+    assert 'tiny_equiseg [with_cp + amp bf16]' in table
+
+
+def test_train_mode_builds_the_levers(bench, tiny):
+    model = bench.build_model(tiny, None, 'cpu', with_cp=True)
+    assert model.neck.with_cp == [True] * 4
+    blocks = [b for branch in model.backbone.branches for layer in branch.layers
+              for b in layer[1]]
+    assert blocks and all(b.with_cp for b in blocks)
+    segformer = bench.build_model(SEGFORMER, None, 'cpu', with_cp=True)
+    assert all(b.with_cp for layer in segformer.backbone.layers for b in layer[1])
+    wrapper = bench._optim_wrapper(segformer, 'cpu', 'fp16')
+    assert isinstance(wrapper, bench.CPUAutocastOptimWrapper)
+    with wrapper.optim_context(segformer):
+        assert torch.is_autocast_enabled('cpu')
+        assert torch.get_autocast_dtype('cpu') == torch.float16
+    assert bench.lever_variants(False, None) == [dict(with_cp=False, amp=None)]
+    assert [bench.variant_label(v) for v in bench.lever_variants(False, 'fp16')] == \
+        ['plain', 'amp fp16']
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['{tiny}', '--with-cp'], '--with-cp and --amp are training levers'),
+    (['{tiny}', '--amp', 'bf16'], '--with-cp and --amp are training levers'),
+    (['{tiny}', '--train', '--crop', '100'], '--crop takes H [W], multiples of 32'),
+    (['{tiny}', '--train', '--crop', '64', '64', '64'], '--crop takes H [W]'),
+])
+def test_train_mode_bad_arguments(bench, tiny, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        bench.main([a.format(tiny=tiny) for a in argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

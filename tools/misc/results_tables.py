@@ -29,6 +29,13 @@ Kinds and their options (``KEY=VALUE``, shell-quoted; paths relative to the repo
 - ``flops``: one row per ``row="LABEL|FILE"`` (a JSON written by a ``run_get_flops.py`` of
   ``docs/results/``): parameters, GFLOPs (``digits=N``, default 1), the branches, the neck (and
   its share) and the decode head.
+- ``train``: one row per variant of ``tools/analysis_tools/benchmark.py --train`` JSONs
+  (``file=FILE``, repeated; ``labels="ROW=TEXT|..."`` renames config labels): seconds per iteration,
+  peak memory above the resident state, both as ratios to the config's plain row, and the
+  state (parameters + AdamW moments).
+- ``absent``: the rows of a ``docs/results/absent_branches_cpu/run_absent_branches.py`` JSON
+  (``file=FILE``): latency per setting of present sensors and its ratio to all present, for
+  each timed mode.
 - ``metafile``: the models of an OpenMMLab ``metafile.yaml`` (``file=FILE``), with their
   config and results file linked relative to the Markdown file.
 """
@@ -236,6 +243,52 @@ def flops_table(options: dict, md_dir: str) -> str:
     return '\n'.join(lines)
 
 
+# --- train ------------------------------------------------------------------------------------
+def train_table(options: dict, md_dir: str) -> str:
+    files = [_load(path) for path in options.get('file', [])]
+    if not files:
+        raise ValueError('a train table needs at least one file=FILE')
+    settings = {(tuple(d['settings']['crop']), d['settings']['batch']) for d in files}
+    if len(settings) != 1:
+        raise ValueError(f'the files of a train table differ in crop or batch: {settings}')
+    (h, w), batch = settings.pop()
+    rename = dict(item.split('=', 1) for item in _one(options, 'labels', '').split('|') if item)
+    lines = [_row([f'{h}×{w}, batch {batch}', 'levers', 's / iteration, median (min–max)',
+                   '× plain', 'peak MiB above state', '× plain', 'state MiB']),
+             '|---' * 7 + '|']
+    for name, row in ((k, v) for d in files for k, v in d['results'].items()):
+        config, _, levers = name.rpartition(' [')
+        it, mem, ratio = row['train_iter_s'], row['peak_memory_bytes'], row['ratio']
+        lines.append(_row([
+            rename.get(config, config), levers.rstrip(']'),
+            f'{it["median"]:.2f} ({it["min"]:.2f}–{it["max"]:.2f})',
+            f'{ratio["train_iter"]:.2f}',
+            '–' if mem is None else f'{mem / 2**20:.0f}',
+            '–' if ratio['peak_memory'] is None else f'{ratio["peak_memory"]:.2f}',
+            f'{row["state_bytes"] / 2**20:.0f}']))
+    return '\n'.join(lines)
+
+
+# --- absent -----------------------------------------------------------------------------------
+def absent_table(options: dict, md_dir: str) -> str:
+    data = _load(_one(options, 'file'))
+    h, w = data['size']
+    names = {'test_step': 'inference (test_step)', 'tensor': 'tensor mode'}
+    modes = list(data['timed'])
+    head = [f'{h}×{w}, batch {data["batch"]}']
+    for mode in modes:
+        head += [f'{names.get(mode, mode)}: ms, median (min–max)', '× all present']
+    lines = [_row(head), '|---' * len(head) + '|']
+    for row in data['results']:
+        cells = [row['setting']]
+        for mode in modes:
+            lat = row[mode]['latency_s']
+            cells += [f'{lat["median"] * 1e3:.0f} ({lat["min"] * 1e3:.0f}–'
+                      f'{lat["max"] * 1e3:.0f})', f'{row[mode]["ratio_to_all_present"]:.2f}']
+        lines.append(_row(cells))
+    return '\n'.join(lines)
+
+
 # --- metafile ---------------------------------------------------------------------------------
 def metafile_table(options: dict, md_dir: str) -> str:
     data = _load(_one(options, 'file'))
@@ -267,7 +320,8 @@ def metafile_table(options: dict, md_dir: str) -> str:
 
 
 KINDS: Dict[str, Callable[[dict, str], str]] = dict(
-    sweep=sweep_table, benchmark=benchmark_table, flops=flops_table, metafile=metafile_table)
+    sweep=sweep_table, benchmark=benchmark_table, flops=flops_table, train=train_table,
+    absent=absent_table, metafile=metafile_table)
 
 
 def render(text: str, md_path: str) -> str:

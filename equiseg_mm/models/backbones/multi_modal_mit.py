@@ -345,6 +345,11 @@ class MultiModalMiT(BaseModule):
     preprocessor's modality dropout, or missing): their values are unchanged (what the branch
     computes for zeros, as at test time), but they train only the rest of the model, never the
     branch itself (see :func:`_stop_absent_gradients` for why the exact gradient is unusable).
+    In eval mode without gradients, a branch whose input is zero for every sample of the batch
+    does not run (``skip_absent_branches``): its output for zeros is a constant of its weights,
+    computed once per input shape and reused by
+    :class:`~equiseg_mm.models.utils.BranchOutputCache` (``branch_cache``), bit-identical to
+    running it; a skipped branch's forward hooks do not fire.
 
     Args:
         modalities (Sequence[str]): Modality names; their order is the stacking order of the
@@ -367,7 +372,10 @@ class MultiModalMiT(BaseModule):
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.0.
         act_cfg (dict): FFN activation. Defaults to ``dict(type='GELU')``.
         norm_cfg (dict): Normalisation layer. Defaults to ``dict(type='LN', eps=1e-6)``.
-        with_cp (bool): Gradient checkpointing in each layer. Defaults to False.
+        with_cp (bool | Sequence[bool]): Activation checkpointing of the MiT layers (mmseg's
+            ``with_cp``: a layer's activations are recomputed in the backward pass instead of
+            kept), for all stages or one bool per stage. It takes effect while the layer's
+            input requires gradients. Defaults to False.
         branch (dict, optional): Config of any registered backbone used for every branch instead
             of MiT (the MiT arguments above are then ignored): an mmseg type (``'ResNetV1c'``)
             or another OpenMMLab package's with its scope (``'mmpretrain.ConvNeXt'``; that
@@ -378,6 +386,9 @@ class MultiModalMiT(BaseModule):
             smaller than the window), ResNet with ``out_indices=(0, 1, 2, 3)``. A Pretrained
             ``init_cfg`` or a ``pretrained`` path in it is handled as described above.
             Defaults to None (MiT).
+        skip_absent_branches (bool): In eval mode without gradients, reuse a branch's output
+            for an all-zero input instead of running it (see "Absent modalities"); results are
+            unchanged. Defaults to True.
         partial_checkpoint (bool): Allow loading a whole-model checkpoint (resume, ``load_from``,
             test, inference) whose modalities differ from this backbone's (see "Whole-model
             checkpoints"). Defaults to False.
@@ -405,8 +416,9 @@ class MultiModalMiT(BaseModule):
                  drop_path_rate: float = 0.,
                  act_cfg: dict = dict(type='GELU'),
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
-                 with_cp: bool = False,
+                 with_cp: Union[bool, Sequence[bool]] = False,
                  branch: Optional[dict] = None,
+                 skip_absent_branches: bool = True,
                  partial_checkpoint: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -448,6 +460,15 @@ class MultiModalMiT(BaseModule):
             if len(out_indices) == 0 or any(not 0 <= i < num_stages for i in out_indices):
                 raise ValueError(f'out_indices must be non-empty stage indices in '
                                  f'[0, {num_stages}), got {list(out_indices)}')
+            if isinstance(with_cp, bool):
+                with_cp = [with_cp] * num_stages
+            if isinstance(with_cp, str) or not isinstance(with_cp, Sequence) or \
+                    len(with_cp) != num_stages or not all(isinstance(f, bool) for f in with_cp):
+                raise ValueError(f'with_cp must be a bool or one bool per stage '
+                                 f'({num_stages}), got {with_cp!r}')
+        if not isinstance(skip_absent_branches, bool):
+            raise ValueError(f'skip_absent_branches must be True or False, '
+                             f'got {skip_absent_branches!r}')
         self.branch_cfg = copy.deepcopy(dict(branch)) if branch is not None else None
         if self.branch_cfg is not None:
             self._take_branch_pretrained(self.branch_cfg)
@@ -462,11 +483,19 @@ class MultiModalMiT(BaseModule):
                     sr_ratios=list(sr_ratios), out_indices=tuple(out_indices),
                     mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
                     attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
-                    act_cfg=act_cfg, norm_cfg=norm_cfg, with_cp=with_cp))
+                    act_cfg=act_cfg, norm_cfg=norm_cfg, with_cp=any(with_cp)))
+                for layer, flag in zip(self.branches[-1].layers, with_cp):
+                    for block in layer[1]:  # mmseg's TransformerEncoderLayer
+                        block.with_cp = flag
             else:
                 cfg = copy.deepcopy(self.branch_cfg)
                 cfg['in_channels'] = channels
                 self.branches.append(_build_branch(cfg))
+        # not a module: no parameters, state-dict keys or device; imported here because
+        # models/utils/fast_path.py imports this module
+        from ..utils.branch_output_cache import BranchOutputCache
+        #: BranchOutputCache | None: The zero-input outputs (None: every branch always runs).
+        self.branch_cache = BranchOutputCache() if skip_absent_branches else None
 
     @property
     def num_modalities(self) -> int:
@@ -618,18 +647,31 @@ class MultiModalMiT(BaseModule):
             raise ValueError(
                 f'MultiModalMiT expects (B, {sum(self.in_channels)}, H, W) for modalities '
                 f'{self.modalities} with channels {self.in_channels}, got {tuple(x.shape)}')
-        per_branch = [self._branch_maps(n, branch, x[:, self._slices[name]])
-                      for n, (name, branch) in enumerate(zip(self.modalities, self.branches))]
+        inputs = [x[:, self._slices[name]] for name in self.modalities]
+        cache = getattr(self, 'branch_cache', None)  # None also in a model pickled without it
+        if cache is not None:  # in eval mode the branches of absent modalities do not run
+            outs = cache(self.branches, inputs)
+        else:
+            outs = [branch(x_m) for branch, x_m in zip(self.branches, inputs)]
+        per_branch = [self._branch_maps(n, o, x_m)
+                      for n, (o, x_m) in enumerate(zip(outs, inputs))]
         return tuple(self.stack([outs[i] for outs in per_branch], dim=1)
                      for i in range(len(per_branch[0])))
 
-    def _branch_maps(self, index: int, branch: nn.Module, x: Tensor) -> Sequence[Tensor]:
-        """A branch's outputs as a sequence of (B, C, H, W) maps (a single tensor is one stage).
+    def train(self, mode: bool = True) -> 'MultiModalMiT':
+        """Set the mode (and clear the branch output cache: weights may change meanwhile)."""
+        if getattr(self, 'branch_cache', None) is not None:
+            self.branch_cache.clear()
+        return super().train(mode)
+
+    def _branch_maps(self, index: int, outs, x: Tensor) -> Sequence[Tensor]:
+        """Branch ``index``'s outputs ``outs`` for input ``x`` as a sequence of (B, C, H, W)
+        maps (a single tensor is one stage).
 
         Raises:
             ValueError: If an output is not a 4-D map (e.g. pooled features).
         """
-        outs = branch(x)
+        branch = self.branches[index]
         if isinstance(outs, Tensor):
             outs = (outs, )
         if not isinstance(outs, Sequence) or not outs or not all(

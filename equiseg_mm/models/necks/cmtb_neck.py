@@ -5,6 +5,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
@@ -197,6 +198,10 @@ class CMTBNeck(BaseModule):
         qkv_bias (bool): Bias on the q, k, v projections. Defaults to True.
         attn_drop (float): Attention dropout. Defaults to 0.0.
         norm_cfg (dict): Channel norm. Defaults to ``dict(type='LN', eps=1e-6)`` (as MiT).
+        with_cp (bool | Sequence[bool]): Activation checkpointing of a stage's block (mmseg's
+            ``with_cp``: only the stage's input is kept, the block is recomputed in the backward
+            pass), for all stages or one bool per stage; with gradients enabled only. Same
+            outputs and gradients, less memory, more time. Defaults to False.
         init_cfg (dict, optional): Initialisation config; None uses MiT's scheme.
             Defaults to None.
     """
@@ -213,18 +218,21 @@ class CMTBNeck(BaseModule):
                  qkv_bias: bool = True,
                  attn_drop: float = 0.,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 with_cp: Union[bool, Sequence[bool]] = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.in_channels = list(in_channels)
         stages = len(self.in_channels)
         if isinstance(self_attn, bool):
             self_attn = [self_attn] * stages
+        if isinstance(with_cp, bool):
+            with_cp = [with_cp] * stages
         cross_sr_ratios = sr_ratios if cross_sr_ratios is None else cross_sr_ratios
         per_stage = dict(num_heads=num_heads, sr_ratios=sr_ratios,
-                         cross_sr_ratios=cross_sr_ratios, self_attn=self_attn)
+                         cross_sr_ratios=cross_sr_ratios, self_attn=self_attn, with_cp=with_cp)
         for key, values in per_stage.items():
             if isinstance(values, str) or not isinstance(values, Sequence) or \
-                    len(values) != stages or (key == 'self_attn' and not all(
+                    len(values) != stages or (key in ('self_attn', 'with_cp') and not all(
                         isinstance(v, bool) for v in values)):
                 raise ValueError(f'{key} needs one entry per stage ({stages}, as in_channels '
                                  f'{self.in_channels}), got {values!r}')
@@ -243,6 +251,7 @@ class CMTBNeck(BaseModule):
                                            or num_modalities < 1):
             raise ValueError(f'num_modalities must be None or an int >= 1, got {num_modalities!r}')
         self.num_modalities = num_modalities
+        self.with_cp = list(with_cp)
         # stages[i][0] is stage i's block (the inner list keeps the state-dict keys
         # ``stages.{i}.0.*`` stable for existing checkpoints)
         self.stages = ModuleList([
@@ -306,8 +315,20 @@ class CMTBNeck(BaseModule):
         """
         self.check_inputs(inputs)
         fused, stacks = [], []
-        for (block, ), x in zip(self.stages, inputs):
-            per_primary = torch.stack(block([x[:, m] for m in range(x.shape[1])]), 1)
+        for i, ((block, ), x) in enumerate(zip(self.stages, inputs)):
+            per_primary = self.run_stage(i, _per_primary_stack, block, x)
             fused.append(per_primary.sum(1))
             stacks.append(per_primary if self.training else None)
         return tuple(fused) + tuple(stacks)
+
+    def run_stage(self, index: int, fn, *args) -> Tensor:
+        """``fn(*args)``, the computation of stage ``index``, under activation checkpointing
+        when ``with_cp`` asks for it and gradients are enabled."""
+        if self.with_cp[index] and torch.is_grad_enabled():
+            return cp.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+
+def _per_primary_stack(block: _CrossModalBlock, x: Tensor) -> Tensor:
+    """The block for every primary of a stage stack (B, N, C, H, W), stacked the same way."""
+    return torch.stack(block([x[:, m] for m in range(x.shape[1])]), 1)

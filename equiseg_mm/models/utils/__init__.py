@@ -1,3 +1,4 @@
-from .fast_path import enable_fast_path, reuse_branch_outputs
+from .branch_output_cache import BranchOutputCache, reuse_branch_outputs
+from .fast_path import enable_fast_path
 
-__all__ = ['enable_fast_path', 'reuse_branch_outputs']
+__all__ = ['BranchOutputCache', 'enable_fast_path', 'reuse_branch_outputs']

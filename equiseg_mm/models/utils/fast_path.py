@@ -35,11 +35,13 @@ the classes in :data:`_FAST` (not user subclasses of them), and the ``nn.Multihe
 inside every ``EfficientMultiheadAttention``. A head whose fusion convolution carries hooks
 (feature capture, old-style weight or spectral norm) computes in mmseg's order.
 
-:func:`reuse_branch_outputs` is the evaluation-time speed-up of the missing-modality test: a
-branch whose input is all zeros or unchanged since the previous pass returns its earlier output.
+Independent of this switch, :mod:`equiseg_mm.models.utils.branch_output_cache` keeps absent
+modalities from costing anything at inference (a branch fed only zeros returns its earlier
+output; ``MultiModalMiT(skip_absent_branches=True)``, the default) and, through
+``reuse_branch_outputs``, lets the missing-modality test run each branch at most twice per
+batch. Both return the tensors the branch computed for the same input: results are unchanged.
 """
-import contextlib
-from typing import Iterator, List, Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn as nn
@@ -221,8 +223,8 @@ class _FastCMTBNeck(CMTBNeck):
     def forward(self, inputs: Sequence[Tensor]) -> tuple:
         self.check_inputs(inputs)
         fused, stacks = [], []
-        for (block, ), x in zip(self.stages, inputs):
-            per_primary = block.forward_stack(x)
+        for i, ((block, ), x) in enumerate(zip(self.stages, inputs)):
+            per_primary = self.run_stage(i, block.forward_stack, x)
             fused.append(to_channels_last(_sum0(per_primary)))
             stacks.append(per_primary.transpose(0, 1) if self.training else None)
         return tuple(fused) + tuple(stacks)
@@ -268,59 +270,3 @@ def enable_fast_path(model: nn.Module) -> int:
             m.attn.__class__ = _NoWeightsMultiheadAttention
             count += 1
     return count
-
-
-def _reusing_forward(branch: nn.Module, cache: dict):
-    """``branch.forward`` that, in eval mode without gradients, returns the earlier output for
-    an all-zero input of a seen shape or for the same values as the previous input."""
-    run = branch.forward
-
-    def forward(x: Tensor):
-        if branch.training or torch.is_grad_enabled():
-            return run(x)
-        if not x.any():
-            key = (id(branch), tuple(x.shape), x.dtype, x.device)
-            if key not in cache['zero']:
-                if len(cache['zero']) >= cache['max_zero_shapes'] * cache['branches']:
-                    cache['zero'].clear()
-                cache['zero'][key] = run(x)
-            else:
-                cache['hits'] += 1
-            return cache['zero'][key]
-        last = cache['last'].get(id(branch))
-        if last is not None and last[0].shape == x.shape and torch.equal(last[0], x):
-            cache['hits'] += 1
-            return last[1]
-        out = run(x)
-        cache['last'][id(branch)] = (x, out)
-        return out
-
-    return forward
-
-
-@contextlib.contextmanager
-def reuse_branch_outputs(backbone: MultiModalMiT, max_zero_shapes: int = 4) -> Iterator[dict]:
-    """Within this context, an inference pass of ``backbone`` reuses a branch's output when the
-    branch sees an all-zero input (a missing modality) of a shape it has run before, or the same
-    values as its previous input. The branches are independent, so a test of every modality
-    subset on one batch runs each branch twice per batch (its input and zeros) instead of once
-    per subset, with the same results. Only active in eval mode without gradients.
-
-    Args:
-        backbone (MultiModalMiT): The backbone; each branch's ``forward`` is replaced for the
-            context (the module tree, state dict and hooks stay as they are).
-        max_zero_shapes (int): Input shapes of zero-input outputs kept per branch.
-            Defaults to 4.
-
-    Yields:
-        dict: The cache; its ``hits`` counts the branch runs saved.
-    """
-    cache = dict(zero={}, last={}, max_zero_shapes=max_zero_shapes,
-                 branches=len(backbone.branches), hits=0)
-    for branch in backbone.branches:
-        branch.forward = _reusing_forward(branch, cache)
-    try:
-        yield cache
-    finally:
-        for branch in backbone.branches:
-            del branch.forward
